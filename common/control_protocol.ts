@@ -1,0 +1,151 @@
+/**
+ * The control API between tpmvscmgr (client) and tpmvscd (server), over the Unix
+ * socket /run/tpmvsc/control.sock (mode 0660, group tpmvsc).
+ *
+ * Framing: newline-delimited JSON, one connection per request.
+ *
+ *   client -> server   {"op": "create", ...CreateRequest}\n
+ *   server -> client   {"progress": "Creating the Virtual Smart Card Reader..."}\n   (zero or more)
+ *   server -> client   {"ok": true, "result": {...}}\n  or  {"ok": false, "error": {"code", "message"}}\n
+ *
+ * The server closes the connection after the final line. If the client goes away
+ * before the final line of a create, the server rolls the create back.
+ * Secrets (PIN, PUK, admin key) travel only inside this socket, never in argv or logs.
+ */
+import type { ErrorCode } from './errors.js';
+
+export type TriState = 'ALLOWED' | 'DISALLOWED' | 'REQUIRED';
+
+/** PIN policy of a card (Windows /pinpolicy). Lengths in bytes of printable ASCII. */
+export interface PinPolicy {
+  /** Minimum PIN length, 4..127, default 8. */
+  minLength: number;
+  /** Maximum PIN length, minLength..127, default 127. */
+  maxLength: number;
+  uppercase: TriState;
+  lowercase: TriState;
+  digits: TriState;
+  specialChars: TriState;
+}
+
+export const DEFAULT_PIN_POLICY: PinPolicy = {
+  minLength: 8,
+  maxLength: 127,
+  uppercase: 'ALLOWED',
+  lowercase: 'ALLOWED',
+  digits: 'ALLOWED',
+  specialChars: 'ALLOWED',
+};
+
+export interface CreateRequest {
+  op: 'create';
+  /** Friendly name of the card (/name), 1..64 printable characters. */
+  name: string;
+  /** 24-byte 3DES admin key, 48 hex characters; never logged. */
+  adminKeyHex: string;
+  /** True when the admin key was generated randomly and is not known to anyone. */
+  adminKeyRandom: boolean;
+  /** The PIN, printable ASCII. */
+  pin: string;
+  /** The PUK, or null for a card without a PUK. */
+  puk: string | null;
+  pinPolicy: PinPolicy;
+  /** /generate: provision the PIV data objects. */
+  generate: boolean;
+  /** /attestation (not yet supported: the server answers NOT_SUPPORTED). */
+  attestation: 'AIK_AND_CERT' | 'AIK_ONLY' | null;
+}
+
+export interface DestroyRequest {
+  op: 'destroy';
+  /** ROOT\SMARTCARDREADER\000n */
+  instance: string;
+}
+
+export interface ListRequest {
+  op: 'list';
+}
+
+export interface StatusRequest {
+  op: 'status';
+  /** One card, or every card and the daemon when absent. */
+  instance?: string;
+}
+
+export type ControlRequest = CreateRequest | DestroyRequest | ListRequest | StatusRequest;
+
+export interface CardSummary {
+  instance: string;
+  name: string;
+  /** PC/SC reader name the card sits in, e.g. "TPM Virtual Smart Card 00 00". */
+  reader: string;
+  /** Reader slot n (instance ROOT\SMARTCARDREADER\000n). */
+  slot: number;
+  /** CHUID GUID (hex) when provisioned with /generate, else null. */
+  guid: string | null;
+  /** PIV serial (GET SERIAL). */
+  serial: number;
+  hasPuk: boolean;
+  createdAt: string;
+}
+
+export interface CardStatus extends CardSummary {
+  /** The vpcd link is connected to pcscd. */
+  connected: boolean;
+  pinTriesRemaining: number;
+  pinTriesTotal: number;
+  pukTriesRemaining: number | null;
+  keys: Array<{ slot: string; algorithm: string; origin: 'generated' | 'imported' }>;
+}
+
+export interface DaemonStatus {
+  version: string;
+  tcti: string;
+  readers: number;
+  cards: CardStatus[];
+}
+
+export interface CreateResult {
+  instance: string;
+  reader: string;
+}
+
+export type ControlResult =
+  | { op: 'create'; value: CreateResult }
+  | { op: 'destroy'; value: { instance: string } }
+  | { op: 'list'; value: CardSummary[] }
+  | { op: 'status'; value: DaemonStatus };
+
+export interface ControlErrorBody {
+  code: ErrorCode;
+  message: string;
+}
+
+export type ServerLine =
+  | { progress: string }
+  | { ok: true; result: unknown }
+  | { ok: false; error: ControlErrorBody };
+
+/** Instance IDs as Windows prints them: ROOT\SMARTCARDREADER\0000 .. 0015. */
+export function instanceId(slot: number): string {
+  return `ROOT\\SMARTCARDREADER\\${slot.toString().padStart(4, '0')}`;
+}
+
+/** Parses an instance ID (case-insensitive); undefined when it is not one. */
+export function parseInstanceId(text: string): number | undefined {
+  const match = /^ROOT\\SMARTCARDREADER\\(\d{4})$/i.exec(text.trim());
+  if (!match) return undefined;
+  const slot = Number(match[1]);
+  return slot < 16 ? slot : undefined;
+}
+
+/** Windows wording of create's progress lines. */
+export const PROGRESS = {
+  initializing: 'Initializing the Virtual Smart Card component...',
+  creatingSimulator: 'Creating the Virtual Smart Card Simulator...',
+  creatingReader: 'Creating the Virtual Smart Card Reader...',
+  waitingForDevice: 'Waiting for TPM Smart Card Device...',
+  authenticating: 'Authenticating to the TPM Smart Card...',
+  generatingFilesystem: 'Generating filesystem on the TPM Smart Card...',
+  created: 'TPM Smart Card created.',
+} as const;

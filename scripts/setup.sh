@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what tpmvsc needs on Debian 12 when it is missing: the Debian packages its
+# daemon and tests use, then the npm dependencies. Safe to run again: it does nothing
+# when everything is present. Needs root only when something must be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(
+  # the card stack
+  pcscd vsmartcard-vpcd libpcsclite-dev
+  # the TPM: a software TPM for tests and for machines without one, and tpm2-tools for interop checks
+  swtpm swtpm-tools tpm2-tools gnutls-bin
+  # real clients the end-to-end tests drive
+  opensc pcsc-tools yubico-piv-tool ykcs11 python3-ykman python3-pyscard
+  libengine-pkcs11-openssl libnss3-tools openssh-server openssh-client p11-kit
+  libtpm2-pkcs11-1 libtpm2-pkcs11-tools
+  # isolation and service checks
+  util-linux iproute2 systemd
+)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "tpmvsc setup: missing Debian packages: ${missing[*]}" >&2
+    echo "tpmvsc setup: run as root, or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "tpmvsc setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm dependencies: install when node_modules is missing or older than the lock file.
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund
+fi
