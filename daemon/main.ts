@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+/**
+ * tpmvscd: hosts every virtual smart card of this machine.
+ *
+ *   tpmvscd [--tcti T] [--state-dir D] [--socket S] [--vpcd HOST:PORT] [--readers N]
+ *   tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
+ *
+ * Logs go to stderr, one line per event, from diagnostics channels; never a secret.
+ */
+import { subscribe } from 'node:diagnostics_channel';
+import { readFileSync } from 'node:fs';
+import { Tpm } from '../tpm/index.js';
+import { TpmvscError, EXIT } from '../common/errors.js';
+import { CardDirectory } from './card_directory.js';
+import { CardManager } from './card_manager.js';
+import { ControlServer } from './control_server.js';
+import { DAEMON_HELP, parseDaemonArguments, type RunConfig } from './config.js';
+import { registerReaders } from './reader_config.js';
+
+const LOG_CHANNELS = ['tpmvsc:cards', 'tpmvsc:control', 'tpmvsc:vpcd_link', 'tpmvsc:applet', 'tpmvsc:daemon'];
+
+function log(line: string): void {
+  process.stderr.write(`tpmvscd: ${line}\n`);
+}
+
+function version(): string {
+  try {
+    const url = new URL('../../package.json', import.meta.url);
+    return (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The SRK name is pinned at first use: a TPM presenting another one later is refused. */
+async function openTpm(config: RunConfig, directory: CardDirectory): Promise<Tpm> {
+  const pinned = await directory.readSetting<{ srkName: string }>('tpm.json');
+  const expectedSrkName = pinned ? new Uint8Array(Buffer.from(pinned.srkName, 'hex')) : undefined;
+  const tpm = await Tpm.open(expectedSrkName ? { tcti: config.tcti, expectedSrkName } : { tcti: config.tcti });
+  if (!pinned) {
+    const name = await tpm.storageRootName();
+    await directory.writeSetting('tpm.json', { srkName: Buffer.from(name).toString('hex') });
+  }
+  return tpm;
+}
+
+async function run(config: RunConfig): Promise<void> {
+  for (const name of LOG_CHANNELS) {
+    subscribe(name, (message) => log(`${name.slice('tpmvsc:'.length)} ${JSON.stringify(message)}`));
+  }
+  process.umask(0o077);
+  const directory = new CardDirectory(config.stateDir);
+  await directory.prepare();
+  let tpm: Tpm;
+  try {
+    tpm = await openTpm(config, directory);
+  } catch (error) {
+    throw new TpmvscError('TPM_UNAVAILABLE', `${config.tcti}: ${(error as Error).message}`, { cause: error });
+  }
+  const cards = new CardManager({
+    tpm,
+    tcti: config.tcti,
+    directory,
+    vpcdHost: config.vpcd.host,
+    basePort: config.vpcd.port,
+    readers: config.readers,
+    friendlyName: config.readerName,
+    version: version(),
+  });
+  await cards.start();
+  const control = new ControlServer({ socketPath: config.socketPath, cards });
+  await control.listen();
+  log(`ready: ${(await cards.list()).length} card(s), control socket ${config.socketPath}, TPM ${config.tcti}`);
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping`);
+    await control.close();
+    await cards.stop();
+    await tpm.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  const config = parseDaemonArguments(process.argv.slice(2), process.env);
+  switch (config.command) {
+    case 'help':
+      process.stdout.write(DAEMON_HELP);
+      return;
+    case 'register-readers': {
+      const result = await registerReaders({
+        confDir: config.confDir,
+        driverDir: config.driverDir,
+        readers: config.readers,
+        basePort: config.vpcd.port,
+        friendlyName: config.readerName,
+      });
+      process.stdout.write(`${result.configFile}\n`);
+      for (const reader of result.readers) process.stdout.write(`  ${reader.name}  (port ${reader.port})\n`);
+      if (result.disabledStockConfig) process.stdout.write(`disabled stock ${result.disabledStockConfig}\n`);
+      return;
+    }
+    case 'run':
+      await run(config);
+  }
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof TpmvscError) {
+    log(error.message);
+    process.exit(error.exitCode);
+  }
+  log(`fatal: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(EXIT.failure);
+});
