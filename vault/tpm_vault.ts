@@ -1,0 +1,861 @@
+/**
+ * The production key vault: card keys and the secrets that guard them live in the TPM.
+ * docs/ARCHITECTURE.md ("Key vault") draws the key hierarchy and what the TPM checks.
+ *
+ *   TpmVault.create(tpm, { pin, puk, managementKey, pinTries, pukTries })   a new card
+ *   TpmVault.open(tpm, savedState)                                        an existing card
+ *
+ * Every method that touches the TPM runs under the connection's exclusive lock
+ * (loaded_objects.ts) so that several cards can share one TPM connection.
+ */
+import { createECDH, createHash, randomBytes } from 'node:crypto';
+import {
+  TPM_ALG,
+  TPM_RH,
+  RC,
+  TpmError,
+  isAuthFail,
+  isLockout,
+  type EccPublic,
+  type KeyBlob,
+  type LoadedObject,
+  type RsaPublic,
+  type Tpm,
+  type TpmEntity,
+  type TpmPublic,
+} from '../tpm/index.js';
+import type {
+  CheckResult,
+  ImportedKey,
+  KeyAlgorithm,
+  KeyAuthorization,
+  KeyRecord,
+  KeyVault,
+  ManagementKey,
+  ManagementKeyAlgorithm,
+  PublicKey,
+  RetryStatus,
+} from '../applet/key_vault.js';
+import { DEFAULT_PIN, DEFAULT_PUK } from '../common/pin_rules.js';
+import { normaliseHash, ecdsaSignatureDer } from './ecdsa_encoding.js';
+import { boxEphemeralPoint, KEY_AUTH_BYTES, openKeyAuth, sealKeyAuth } from './key_auth_box.js';
+import { CURVES, RSA_MODULUS_BYTES, cardParentTemplate, keyTemplate, sealedTemplate, wrapKeyTemplate } from './key_templates.js';
+import { LoadedObjects } from './loaded_objects.js';
+import { deriveAuthValue, secretsEqual, type SecretPurpose } from './pin_auth.js';
+import { CounterIndex, checkTries, type RetryCounters } from './retry_counters.js';
+import { rsaPublicFromCrt } from './rsa_crt.js';
+import { CARD_PARENT_BASE, COUNTER_INDEX_BASE, findFreeHandle } from './tpm_handles.js';
+import { VaultError } from './vault_error.js';
+import { parseVaultState, STATE_FORMAT, type TpmVaultState } from './vault_state.js';
+import { decodeWrapped, encodeWrapped, type WrappedObject } from './wrapped_blob.js';
+
+/** What a new card starts with. */
+export interface TpmVaultInit {
+  pin: Uint8Array;
+  /** Undefined: a card without PUK (the PIN is unblocked after management-key authentication). */
+  puk: Uint8Array | undefined;
+  managementKey: ManagementKey;
+  /** Default 5 (Windows virtual smart cards). */
+  pinTries?: number;
+  /** Default 5. */
+  pukTries?: number;
+}
+
+export interface TpmVaultOptions {
+  /** Owner hierarchy authorization (EvictControl, NV define/undefine). Default empty. */
+  ownerAuth?: Uint8Array;
+  /** Key objects kept loaded between operations, shared by all cards on this connection. */
+  cacheCapacity?: number;
+  /** Values reported as "default" by pinStatus / pukStatus. Default: common/pin_rules.ts. */
+  defaultPin?: Uint8Array;
+  defaultPuk?: Uint8Array;
+}
+
+const SECRET_BYTES = 32;
+const SALT_BYTES = 16;
+const MAX_SECRET_LENGTH = 255;
+
+const MANAGEMENT_KEY_TAGS: Record<ManagementKeyAlgorithm, { tag: number; length: number }> = {
+  tdes: { tag: 0x03, length: 24 },
+  aes128: { tag: 0x08, length: 16 },
+  aes192: { tag: 0x0a, length: 24 },
+  aes256: { tag: 0x0c, length: 32 },
+};
+
+const encoder = new TextEncoder();
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
+}
+
+function b64(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('base64');
+}
+
+function fromB64(text: string): Uint8Array {
+  return new Uint8Array(Buffer.from(text, 'base64'));
+}
+
+function leftPad(bytes: Uint8Array, length: number): Uint8Array {
+  if (bytes.length >= length) return bytes.slice(bytes.length - length);
+  const out = new Uint8Array(length);
+  out.set(bytes, length - bytes.length);
+  return out;
+}
+
+function checkSecretValue(value: Uint8Array, what: string): void {
+  if (!(value instanceof Uint8Array) || value.length === 0 || value.length > MAX_SECRET_LENGTH) {
+    throw new VaultError('BAD_INPUT', `${what} must be 1 to ${MAX_SECRET_LENGTH} bytes`);
+  }
+}
+
+function checkManagementKey(key: ManagementKey): void {
+  const spec = MANAGEMENT_KEY_TAGS[key?.algorithm];
+  if (!spec || !(key.key instanceof Uint8Array) || key.key.length !== spec.length) {
+    throw new VaultError('BAD_INPUT', 'management key has an unknown algorithm or the wrong length');
+  }
+}
+
+/** Sealed form of the management key: algorithm tag || key. */
+function encodeManagementKey(key: ManagementKey): Uint8Array {
+  const out = new Uint8Array(1 + key.key.length);
+  out[0] = MANAGEMENT_KEY_TAGS[key.algorithm].tag;
+  out.set(key.key, 1);
+  return out;
+}
+
+function decodeManagementKey(bytes: Uint8Array): ManagementKey {
+  const entry = Object.entries(MANAGEMENT_KEY_TAGS).find(([, spec]) => spec.tag === bytes[0] && spec.length === bytes.length - 1);
+  if (!entry) throw new VaultError('BAD_STATE', 'sealed management key is malformed');
+  return { algorithm: entry[0] as ManagementKeyAlgorithm, key: bytes.slice(1) };
+}
+
+/** Big-endian public exponent without leading zeros. */
+function exponentBytes(exponent: number): Uint8Array {
+  const value = exponent === 0 ? 65537 : exponent;
+  const bytes = [(value >>> 24) & 0xff, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff];
+  while (bytes.length > 1 && bytes[0] === 0) bytes.shift();
+  return Uint8Array.from(bytes);
+}
+
+function publicKeyOf(algorithm: KeyAlgorithm, area: TpmPublic): PublicKey {
+  if (algorithm === 'rsa2048') {
+    if (area.type !== TPM_ALG.RSA) throw new VaultError('BAD_STATE', 'TPM object is not an RSA key');
+    const rsa = area as RsaPublic;
+    return { algorithm, modulus: leftPad(rsa.unique, RSA_MODULUS_BYTES), publicExponent: exponentBytes(rsa.exponent) };
+  }
+  if (area.type !== TPM_ALG.ECC) throw new VaultError('BAD_STATE', 'TPM object is not an ECC key');
+  const ecc = area as EccPublic;
+  const size = CURVES[algorithm].size;
+  const point = new Uint8Array(1 + 2 * size);
+  point[0] = 0x04;
+  point.set(leftPad(ecc.unique.x, size), 1);
+  point.set(leftPad(ecc.unique.y, size), 1 + size);
+  return { algorithm, point };
+}
+
+/** Wraps TPM failures in the vault's typed error; the message names the TPM code, never a value. */
+function asVaultError(e: unknown, what: string): unknown {
+  if (e instanceof VaultError) return e;
+  if (isLockout(e)) return new VaultError('LOCKOUT', what, { cause: e });
+  if (e instanceof TpmError) return new VaultError('TPM', `${what}: ${e.rcName} in TPM2_${e.command}`, { cause: e });
+  if (e instanceof Error) return new VaultError('TPM', `${what}: ${e.message}`, { cause: e });
+  return new VaultError('TPM', what);
+}
+
+/** Everything a card needs, created under a card parent. */
+interface Provisioned {
+  state: TpmVaultState;
+  kFree: Uint8Array;
+  counters: CounterIndex;
+}
+
+export class TpmVault implements KeyVault {
+  private readonly objects: LoadedObjects;
+  private vaultState: TpmVaultState;
+  private parent: TpmEntity;
+  private counters: CounterIndex;
+  /** Auth of 'none' keys; also derives the counter index's auth. Not a user secret. */
+  private kFree: Uint8Array;
+  /** Present while unlocked (after VERIFY): the auth of the user wrap key. */
+  private kUser: Uint8Array | undefined;
+  /** Per-key auths of 'pin' keys opened while unlocked (wiped on lock). */
+  private readonly keyAuths = new Map<string, Uint8Array>();
+  private destroyed = false;
+
+  private constructor(
+    private readonly tpm: Tpm,
+    provisioned: Provisioned,
+    private readonly options: TpmVaultOptions,
+  ) {
+    this.objects = LoadedObjects.for(tpm, options.cacheCapacity);
+    this.vaultState = provisioned.state;
+    this.parent = { handle: provisioned.state.parent.handle, name: new Uint8Array(Buffer.from(provisioned.state.parent.name, 'hex')) };
+    this.counters = provisioned.counters;
+    this.kFree = provisioned.kFree;
+  }
+
+  // --- construction ----------------------------------------------------------------------
+
+  /** Creates a new card: its persistent card parent, sealed secrets and counter NV index. */
+  static async create(tpm: Tpm, init: TpmVaultInit, options: TpmVaultOptions = {}): Promise<TpmVault> {
+    checkSecretValue(init.pin, 'PIN');
+    if (init.puk !== undefined) checkSecretValue(init.puk, 'PUK');
+    checkManagementKey(init.managementKey);
+    const pinTries = init.pinTries ?? 5;
+    const pukTries = init.pukTries ?? 5;
+    checkTries(pinTries, 'PIN');
+    checkTries(pukTries, 'PUK');
+    const objects = LoadedObjects.for(tpm, options.cacheCapacity);
+    const provisioned = await objects.exclusive(async () => {
+      try {
+        const parent = await createCardParent(tpm, objects, options);
+        try {
+          return await provision(tpm, objects, parent, init.pin, init.puk, init.managementKey, { pinTries, pukTries }, options);
+        } catch (e) {
+          await evictQuietly(tpm, parent, options);
+          throw e;
+        }
+      } catch (e) {
+        throw asVaultError(e, 'cannot create the card in the TPM');
+      }
+    });
+    return new TpmVault(tpm, provisioned, options);
+  }
+
+  /** Opens an existing card from its persisted state; checks the card parent is the one recorded. */
+  static async open(tpm: Tpm, saved: unknown, options: TpmVaultOptions = {}): Promise<TpmVault> {
+    const state = parseVaultState(saved);
+    const objects = LoadedObjects.for(tpm, options.cacheCapacity);
+    const provisioned = await objects.exclusive(async () => {
+      let name: Uint8Array;
+      try {
+        name = (await tpm.readPublic(state.parent.handle)).name;
+      } catch (e) {
+        if (e instanceof TpmError && (e.base === RC.HANDLE || e.base === RC.REFERENCE_H0)) {
+          throw new VaultError('DESTROYED', 'the card parent is gone from the TPM (card destroyed or TPM cleared)', { cause: e });
+        }
+        throw asVaultError(e, 'cannot read the card parent');
+      }
+      if (hex(name) !== state.parent.name) {
+        throw new VaultError('BAD_STATE', 'the persistent handle holds another key than this card parent');
+      }
+      const parent: TpmEntity = { handle: state.parent.handle, name };
+      try {
+        const kFree = await unsealWith(tpm, objects, parent, state.free, new Uint8Array(0));
+        const counters = new CounterIndex(tpm, state.counters, nvAuthFrom(kFree));
+        await counters.read();
+        return { state, kFree, counters };
+      } catch (e) {
+        throw asVaultError(e, 'cannot open the card');
+      }
+    });
+    return new TpmVault(tpm, provisioned, options);
+  }
+
+  state(): TpmVaultState {
+    return structuredClone(this.vaultState);
+  }
+
+  get unlocked(): boolean {
+    return this.kUser !== undefined;
+  }
+
+  /** The card parent's persistent handle and the counter NV index (diagnostics, tests). */
+  get tpmResources(): { parentHandle: number; counterIndex: number } {
+    return { parentHandle: this.vaultState.parent.handle, counterIndex: this.vaultState.counters };
+  }
+
+  // --- keys ------------------------------------------------------------------------------
+
+  async generateKey(algorithm: KeyAlgorithm, authorization: KeyAuthorization): Promise<KeyRecord> {
+    checkAlgorithm(algorithm);
+    checkAuthorization(authorization);
+    return this.run('cannot generate the key', async () => {
+      const { auth, authBox } = this.newKeyAuth(authorization);
+      const blob = await this.objects.withRoom(() =>
+        this.tpm.create(this.parent, keyTemplate(algorithm, false), { userAuth: auth }, { session: 'salted' }),
+      );
+      return this.recordOf(algorithm, 'generated', authorization, blob, authBox);
+    });
+  }
+
+  async importKey(key: ImportedKey, authorization: KeyAuthorization): Promise<KeyRecord> {
+    checkAuthorization(authorization);
+    const algorithm = key?.algorithm;
+    checkAlgorithm(algorithm);
+    let template: TpmPublic;
+    let external: Parameters<Tpm['importKey']>[2];
+    if (key.algorithm === 'rsa2048') {
+      for (const part of [key.p, key.q, key.dp, key.dq, key.qinv]) {
+        if (!(part instanceof Uint8Array) || part.length === 0 || part.length > RSA_MODULUS_BYTES / 2 + 1) {
+          throw new VaultError('BAD_KEY', 'RSA CRT component has the wrong length');
+        }
+      }
+      const { modulus, exponent } = rsaPublicFromCrt(key, RSA_MODULUS_BYTES);
+      template = keyTemplate('rsa2048', true, { modulus, exponent });
+      external = { type: 'rsa', n: modulus, e: exponent, p: leftPad(key.p, RSA_MODULUS_BYTES / 2) };
+    } else {
+      const curve = CURVES[key.algorithm];
+      if (!(key.d instanceof Uint8Array) || key.d.length === 0 || key.d.length > curve.size) {
+        throw new VaultError('BAD_KEY', 'EC private scalar has the wrong length');
+      }
+      const d = leftPad(key.d, curve.size);
+      let point: Uint8Array;
+      try {
+        const ecdh = createECDH(curve.nodeName);
+        ecdh.setPrivateKey(d);
+        point = new Uint8Array(ecdh.getPublicKey());
+      } catch (e) {
+        throw new VaultError('BAD_KEY', 'EC private scalar is out of range', { cause: e });
+      }
+      const x = point.slice(1, 1 + curve.size);
+      const y = point.slice(1 + curve.size);
+      template = keyTemplate(key.algorithm, true, { x, y });
+      external = { type: 'ecc', curveId: curve.curveId, d, x, y };
+    }
+    return this.run('cannot import the key', async () => {
+      const { auth, authBox } = this.newKeyAuth(authorization);
+      const blob = await this.objects.withRoom(() => this.tpm.importKey(this.parent, template, external, auth, { session: 'salted' }));
+      return this.recordOf(algorithm, 'imported', authorization, blob, authBox);
+    });
+  }
+
+  async rsaPrivate(key: KeyRecord, block: Uint8Array): Promise<Uint8Array> {
+    if (key?.algorithm !== 'rsa2048') throw new VaultError('BAD_INPUT', 'not an RSA key');
+    if (!(block instanceof Uint8Array) || block.length !== RSA_MODULUS_BYTES) {
+      throw new VaultError('BAD_INPUT', `RSA block must be ${RSA_MODULUS_BYTES} bytes`);
+    }
+    // libtpms answers TPM_RC_FAILURE (not VALUE) to a block >= n: refuse it here.
+    if (key.publicKey.algorithm === 'rsa2048' && Buffer.compare(block, leftPad(key.publicKey.modulus, RSA_MODULUS_BYTES)) >= 0) {
+      throw new VaultError('BAD_INPUT', 'RSA block is not smaller than the modulus');
+    }
+    return this.run('RSA private operation failed', () =>
+      this.withKey(key, async (object, auth) => {
+        try {
+          const result = await this.tpm.rsaDecrypt(object, block, { scheme: TPM_ALG.NULL }, undefined, { auth, session: 'salted' });
+          return leftPad(result, RSA_MODULUS_BYTES);
+        } catch (e) {
+          if (e instanceof TpmError && (e.base === RC.VALUE || e.base === RC.SIZE)) {
+            throw new VaultError('BAD_INPUT', 'RSA block is not smaller than the modulus', { cause: e });
+          }
+          throw e;
+        }
+      }),
+    );
+  }
+
+  async ecdsaSign(key: KeyRecord, hash: Uint8Array): Promise<Uint8Array> {
+    if (key?.algorithm !== 'eccp256' && key?.algorithm !== 'eccp384') throw new VaultError('BAD_INPUT', 'not an EC key');
+    if (!(hash instanceof Uint8Array) || hash.length === 0) throw new VaultError('BAD_INPUT', 'hash must not be empty');
+    const curve = CURVES[key.algorithm];
+    const digest = normaliseHash(hash, curve.size);
+    return this.run('ECDSA signature failed', () =>
+      this.withKey(key, async (object, auth) => {
+        const signature = await this.tpm.sign(object, digest, { scheme: TPM_ALG.ECDSA, hash: curve.hash }, { auth, session: 'salted' });
+        if (signature.sigAlg !== TPM_ALG.ECDSA) throw new VaultError('TPM', 'TPM returned a signature of another kind');
+        return ecdsaSignatureDer(signature.r, signature.s);
+      }),
+    );
+  }
+
+  async ecdh(key: KeyRecord, peerPoint: Uint8Array): Promise<Uint8Array> {
+    if (key?.algorithm !== 'eccp256' && key?.algorithm !== 'eccp384') throw new VaultError('BAD_INPUT', 'not an EC key');
+    const size = CURVES[key.algorithm].size;
+    if (!(peerPoint instanceof Uint8Array) || peerPoint.length !== 1 + 2 * size || peerPoint[0] !== 0x04) {
+      throw new VaultError('BAD_INPUT', `peer point must be an uncompressed ${size * 8}-bit curve point`);
+    }
+    const point = { x: peerPoint.slice(1, 1 + size), y: peerPoint.slice(1 + size) };
+    return this.run('ECDH failed', () =>
+      this.withKey(key, async (object, auth) => {
+        try {
+          const shared = await this.tpm.ecdhZGen(object, point, { auth, session: 'salted' });
+          return leftPad(shared.x, size);
+        } catch (e) {
+          if (e instanceof TpmError && (e.base === RC.ECC_POINT || e.base === RC.VALUE || e.base === RC.SIZE)) {
+            throw new VaultError('BAD_INPUT', 'peer point is not on the curve', { cause: e });
+          }
+          throw e;
+        }
+      }),
+    );
+  }
+
+  async deleteKey(key: KeyRecord): Promise<void> {
+    // A key is only its blob: forgetting the loaded copy and the cached auth is all there is.
+    // Destroy the card (or reset it) to make copies of the blob useless too.
+    await this.objects.exclusive(() => this.objects.forget(key.wrapped));
+    this.keyAuths.get(key.wrapped)?.fill(0);
+    this.keyAuths.delete(key.wrapped);
+  }
+
+  // --- PIN and PUK -----------------------------------------------------------------------
+
+  async verifyPin(pin: Uint8Array): Promise<CheckResult> {
+    checkSecretValue(pin, 'PIN');
+    return this.run('PIN check failed', async () => {
+      const { result, value } = await this.attempt('pin', pin, (object, auth) => this.tpm.unseal(object, { auth, session: 'salted' }));
+      if (value) this.setUnlocked(value);
+      return result;
+    });
+  }
+
+  lock(): void {
+    this.kUser?.fill(0);
+    this.kUser = undefined;
+    for (const auth of this.keyAuths.values()) auth.fill(0);
+    this.keyAuths.clear();
+  }
+
+  async pinStatus(): Promise<RetryStatus> {
+    const c = await this.run('cannot read the retry counters', () => this.counters.read());
+    return { total: c.pinTotal, remaining: c.pinRemaining, isDefault: c.pinIsDefault };
+  }
+
+  async pukStatus(): Promise<RetryStatus | undefined> {
+    const c = await this.run('cannot read the retry counters', () => this.counters.read());
+    if (!c.hasPuk) return undefined;
+    return { total: c.pukTotal, remaining: c.pukRemaining, isDefault: c.pukIsDefault };
+  }
+
+  async changePin(oldPin: Uint8Array, newPin: Uint8Array): Promise<CheckResult> {
+    checkSecretValue(oldPin, 'PIN');
+    checkSecretValue(newPin, 'new PIN');
+    return this.run('PIN change failed', async () => {
+      const newAuth = deriveAuthValue(this.saltBytes(), 'pin', newPin);
+      // ObjectChangeAuth checks the old PIN (DA-counted) and re-encrypts the same K_user.
+      const { result, value } = await this.attempt('pin', oldPin, (object, auth) =>
+        this.objects.withRoom(() => this.tpm.objectChangeAuth(object, this.parent, newAuth, { auth, session: 'salted' })),
+      );
+      if (value) {
+        const old = decodeWrapped(this.vaultState.pin);
+        this.vaultState.pin = encodeWrapped({ public: old.public, private: value });
+        await this.updateCounters((c) => ({ ...c, pinIsDefault: this.isDefault('pin', newPin) }));
+      }
+      return result;
+    });
+  }
+
+  async changePuk(oldPuk: Uint8Array, newPuk: Uint8Array): Promise<CheckResult> {
+    checkSecretValue(oldPuk, 'PUK');
+    checkSecretValue(newPuk, 'new PUK');
+    return this.run('PUK change failed', async () => {
+      const newAuth = deriveAuthValue(this.saltBytes(), 'puk', newPuk);
+      const { result, value } = await this.attempt('puk', oldPuk, (object, auth) =>
+        this.objects.withRoom(() => this.tpm.objectChangeAuth(object, this.parent, newAuth, { auth, session: 'salted' })),
+      );
+      if (value) {
+        const old = decodeWrapped(this.vaultState.puk!);
+        this.vaultState.puk = encodeWrapped({ public: old.public, private: value });
+        await this.updateCounters((c) => ({ ...c, pukIsDefault: this.isDefault('puk', newPuk) }));
+      }
+      return result;
+    });
+  }
+
+  async unblockPinWithPuk(puk: Uint8Array, newPin: Uint8Array): Promise<CheckResult> {
+    checkSecretValue(puk, 'PUK');
+    checkSecretValue(newPin, 'new PIN');
+    return this.run('PIN unblock failed', async () => {
+      const { result, value: kUser } = await this.attempt('puk', puk, (object, auth) => this.tpm.unseal(object, { auth, session: 'salted' }));
+      if (kUser) {
+        try {
+          await this.replacePin(kUser, newPin);
+        } finally {
+          kUser.fill(0);
+        }
+      }
+      return result;
+    });
+  }
+
+  async unblockPinWithAdmin(newPin: Uint8Array): Promise<void> {
+    checkSecretValue(newPin, 'new PIN');
+    await this.run('PIN unblock failed', async () => {
+      if (this.vaultState.admin === undefined) {
+        throw new VaultError('WRONG_CARD_KIND', 'this card has a PUK: only the PUK can unblock its PIN');
+      }
+      const kUser = await unsealWith(this.tpm, this.objects, this.parent, this.vaultState.admin, new Uint8Array(0));
+      try {
+        await this.replacePin(kUser, newPin);
+      } finally {
+        kUser.fill(0);
+      }
+    });
+  }
+
+  async setRetries(pinTries: number, pukTries: number, pin: Uint8Array, puk: Uint8Array | undefined): Promise<void> {
+    checkTries(pinTries, 'PIN');
+    checkTries(pukTries, 'PUK');
+    checkSecretValue(pin, 'PIN');
+    const hasPuk = this.vaultState.puk !== undefined;
+    if (hasPuk !== (puk !== undefined)) {
+      throw new VaultError('BAD_INPUT', hasPuk ? 'this card has a PUK: a new PUK is required' : 'this card has no PUK');
+    }
+    if (puk !== undefined) checkSecretValue(puk, 'PUK');
+    await this.run('cannot set the retry counters', async () => {
+      const kUser = await this.userSecretForAdministration();
+      try {
+        const salt = this.saltBytes();
+        const pinBlob = await this.sealSecret(kUser, deriveAuthValue(salt, 'pin', pin), true);
+        const pukBlob = puk ? await this.sealSecret(kUser, deriveAuthValue(salt, 'puk', puk), true) : undefined;
+        this.vaultState.pin = pinBlob;
+        if (pukBlob) this.vaultState.puk = pukBlob;
+        await this.updateCounters((c) => ({
+          ...c,
+          pinTotal: pinTries,
+          pinRemaining: pinTries,
+          pinIsDefault: this.isDefault('pin', pin),
+          pukTotal: pukTries,
+          pukRemaining: pukTries,
+          pukIsDefault: puk ? this.isDefault('puk', puk) : false,
+        }));
+      } finally {
+        kUser.fill(0);
+      }
+    });
+  }
+
+  // --- management key --------------------------------------------------------------------
+
+  async managementKey(): Promise<ManagementKey> {
+    return this.run('cannot unseal the management key', async () => {
+      const sealed = await unsealWith(this.tpm, this.objects, this.parent, this.vaultState.managementKey, new Uint8Array(0));
+      try {
+        return decodeManagementKey(sealed);
+      } finally {
+        sealed.fill(0);
+      }
+    });
+  }
+
+  async setManagementKey(key: ManagementKey): Promise<void> {
+    checkManagementKey(key);
+    await this.run('cannot seal the management key', async () => {
+      const plain = encodeManagementKey(key);
+      try {
+        this.vaultState.managementKey = await this.sealSecret(plain, new Uint8Array(0), false);
+      } finally {
+        plain.fill(0);
+      }
+    });
+  }
+
+  // --- whole card ------------------------------------------------------------------------
+
+  async resetCard(pin: Uint8Array, puk: Uint8Array | undefined, managementKey: ManagementKey): Promise<void> {
+    checkSecretValue(pin, 'PIN');
+    if (puk !== undefined) checkSecretValue(puk, 'PUK');
+    checkManagementKey(managementKey);
+    await this.run('cannot reset the card', async () => {
+      const old = await this.counters.read();
+      const oldParent = this.parent;
+      const oldCounters = this.counters;
+      await this.objects.forgetParent(oldParent.handle);
+      // The new card is complete before the old one dies: a failure leaves the old card intact.
+      const parent = await createCardParent(this.tpm, this.objects, this.options);
+      let provisioned: Provisioned;
+      try {
+        provisioned = await provision(this.tpm, this.objects, parent, pin, puk, managementKey, { pinTries: old.pinTotal, pukTries: old.pukTotal }, this.options, new Set([oldCounters.nvIndex]));
+      } catch (e) {
+        await evictQuietly(this.tpm, parent, this.options);
+        throw e;
+      }
+      this.lock();
+      this.kFree.fill(0);
+      this.vaultState = provisioned.state;
+      this.parent = parent;
+      this.counters = provisioned.counters;
+      this.kFree = provisioned.kFree;
+      await this.objects.forgetParent(oldParent.handle);
+      await evictQuietly(this.tpm, oldParent, this.options);
+      await undefineQuietly(oldCounters, this.options);
+    });
+  }
+
+  async destroy(): Promise<void> {
+    await this.run('cannot destroy the card', async () => {
+      this.lock();
+      await this.objects.forgetParent(this.parent.handle);
+      await evictQuietly(this.tpm, this.parent, this.options);
+      await undefineQuietly(this.counters, this.options);
+      this.kFree.fill(0);
+      this.destroyed = true;
+    });
+  }
+
+  // --- internals -------------------------------------------------------------------------
+
+  /** Runs a TPM sequence under the connection lock, with typed errors. */
+  private run<T>(what: string, task: () => Promise<T>): Promise<T> {
+    return this.objects.exclusive(async () => {
+      if (this.destroyed) throw new VaultError('DESTROYED', 'the card was destroyed');
+      try {
+        return await task();
+      } catch (e) {
+        throw asVaultError(e, what);
+      }
+    });
+  }
+
+  private saltBytes(): Uint8Array {
+    return fromB64(this.vaultState.salt);
+  }
+
+  private isDefault(purpose: SecretPurpose, value: Uint8Array): boolean {
+    const reference = purpose === 'pin' ? this.options.defaultPin ?? encoder.encode(DEFAULT_PIN) : this.options.defaultPuk ?? encoder.encode(DEFAULT_PUK);
+    return secretsEqual(value, reference);
+  }
+
+  private setUnlocked(kUser: Uint8Array): void {
+    if (kUser.length !== SECRET_BYTES) throw new VaultError('BAD_STATE', 'the PIN object holds a malformed secret');
+    this.kUser?.fill(0);
+    this.kUser = kUser;
+  }
+
+  private async updateCounters(change: (c: RetryCounters) => RetryCounters): Promise<void> {
+    await this.counters.write(change(await this.counters.read()));
+  }
+
+  /**
+   * One PIN or PUK try, in the order that makes the counter trustworthy:
+   * load the object (no check yet), write remaining-1 to NV (durable), let the TPM check
+   * the derived auth, then write the total back on success. A TPM lockout means nothing
+   * was checked: the counter is restored.
+   */
+  private async attempt<T>(
+    purpose: SecretPurpose,
+    value: Uint8Array,
+    check: (object: LoadedObject, auth: Uint8Array) => Promise<T>,
+  ): Promise<{ result: CheckResult; value?: T }> {
+    const blob = purpose === 'pin' ? this.vaultState.pin : this.vaultState.puk;
+    if (blob === undefined) throw new VaultError('WRONG_CARD_KIND', 'this card has no PUK');
+    const before = await this.counters.read();
+    const remaining = purpose === 'pin' ? before.pinRemaining : before.pukRemaining;
+    if (remaining === 0) return { result: { ok: false, reason: 'blocked' } };
+    const withRemaining = (n: number): RetryCounters => (purpose === 'pin' ? { ...before, pinRemaining: n } : { ...before, pukRemaining: n });
+    const auth = deriveAuthValue(this.saltBytes(), purpose, value);
+    try {
+      return await this.objects.with(this.parent, decodeWrapped(blob), undefined, async (object) => {
+        await this.counters.write(withRemaining(remaining - 1));
+        let checked: T;
+        try {
+          checked = await check(object, auth);
+        } catch (e) {
+          if (isLockout(e)) {
+            await this.counters.write(withRemaining(remaining));
+            const info = await this.tpm.dictionaryAttackInfo();
+            return { result: { ok: false, reason: 'lockout', recoverySeconds: Math.max(1, info.recoverySeconds || info.lockoutInterval) } };
+          }
+          if (isAuthFail(e)) return { result: { ok: false, reason: 'wrong', remaining: remaining - 1 } };
+          throw e;
+        }
+        const total = purpose === 'pin' ? before.pinTotal : before.pukTotal;
+        await this.counters.write(withRemaining(total));
+        return { result: { ok: true }, value: checked };
+      });
+    } finally {
+      auth.fill(0);
+    }
+  }
+
+  /** New PIN object sealing the same K_user under the new PIN's auth; PIN counter full. */
+  private async replacePin(kUser: Uint8Array, newPin: Uint8Array): Promise<void> {
+    const auth = deriveAuthValue(this.saltBytes(), 'pin', newPin);
+    try {
+      this.vaultState.pin = await this.sealSecret(kUser, auth, true);
+    } finally {
+      auth.fill(0);
+    }
+    await this.updateCounters((c) => ({ ...c, pinRemaining: c.pinTotal, pinIsDefault: this.isDefault('pin', newPin) }));
+  }
+
+  /** K_user for an administrative change: from the unlocked session, or the admin object (card without PUK). */
+  private async userSecretForAdministration(): Promise<Uint8Array> {
+    if (this.kUser) return Uint8Array.from(this.kUser);
+    if (this.vaultState.admin !== undefined) {
+      return unsealWith(this.tpm, this.objects, this.parent, this.vaultState.admin, new Uint8Array(0));
+    }
+    throw new VaultError('PIN_REQUIRED', 'verify the PIN first');
+  }
+
+  private async sealSecret(data: Uint8Array, auth: Uint8Array, daProtected: boolean): Promise<string> {
+    const blob = await this.objects.withRoom(() =>
+      this.tpm.create(this.parent, sealedTemplate(daProtected), { userAuth: auth, data }, { session: 'salted' }),
+    );
+    return encodeWrapped(blob);
+  }
+
+  /** A fresh auth for a new key: K_free for 'none'; a random A_k boxed to the user wrap key for 'pin'. */
+  private newKeyAuth(authorization: KeyAuthorization): { auth: Uint8Array; authBox?: Uint8Array } {
+    if (authorization === 'none') return { auth: this.kFree };
+    const auth = new Uint8Array(randomBytes(KEY_AUTH_BYTES));
+    return { auth, authBox: sealKeyAuth(fromB64(this.vaultState.wrapKey.point), auth) };
+  }
+
+  private recordOf(algorithm: KeyAlgorithm, origin: KeyRecord['origin'], authorization: KeyAuthorization, blob: KeyBlob, authBox: Uint8Array | undefined): KeyRecord {
+    const wrapped: WrappedObject = { public: blob.public, private: blob.private };
+    if (authBox) wrapped.authBox = authBox;
+    const record: KeyRecord = { algorithm, origin, authorization, publicKey: publicKeyOf(algorithm, blob.publicArea), wrapped: encodeWrapped(wrapped) };
+    return record;
+  }
+
+  /** Loads (or reuses) a key and runs `use` with its auth; 'pin' keys need the vault unlocked. */
+  private async withKey<T>(key: KeyRecord, use: (object: LoadedObject, auth: Uint8Array) => Promise<T>): Promise<T> {
+    const wrapped = decodeWrapped(key.wrapped);
+    let auth: Uint8Array;
+    if (key.authorization === 'pin') {
+      if (!this.kUser) throw new VaultError('PIN_REQUIRED', 'the key needs the PIN: verify it first');
+      if (!wrapped.authBox) throw new VaultError('BAD_STATE', 'PIN-protected key has no auth box');
+      auth = this.keyAuths.get(key.wrapped) ?? (await this.openKeyAuth(wrapped.authBox));
+      this.keyAuths.set(key.wrapped, auth);
+    } else if (key.authorization === 'none') {
+      auth = this.kFree;
+    } else {
+      throw new VaultError('BAD_INPUT', 'unknown key authorization');
+    }
+    return this.objects.with(this.parent, wrapped, key.wrapped, (object) => use(object, auth));
+  }
+
+  /** Asks the TPM for w * E with K_user (the user wrap key's auth) and opens the key's auth box. */
+  private async openKeyAuth(box: Uint8Array): Promise<Uint8Array> {
+    const point = boxEphemeralPoint(box);
+    const kUser = this.kUser!;
+    const wrapBlob = decodeWrapped(this.vaultState.wrapKey.blob);
+    const shared = await this.objects.with(this.parent, wrapBlob, `wrap:${this.vaultState.wrapKey.blob}`, (object) =>
+      this.tpm.ecdhZGen(object, point, { auth: kUser, session: 'salted' }),
+    );
+    const z = leftPad(shared.x, 32);
+    try {
+      return openKeyAuth(box, z);
+    } finally {
+      z.fill(0);
+    }
+  }
+}
+
+function checkAlgorithm(algorithm: unknown): asserts algorithm is KeyAlgorithm {
+  if (algorithm !== 'rsa2048' && algorithm !== 'eccp256' && algorithm !== 'eccp384') {
+    throw new VaultError('BAD_INPUT', 'unsupported key algorithm');
+  }
+}
+
+function checkAuthorization(authorization: unknown): asserts authorization is KeyAuthorization {
+  if (authorization !== 'pin' && authorization !== 'none') throw new VaultError('BAD_INPUT', 'unknown key authorization');
+}
+
+/** The counter index's auth: derived from K_free so that only holders of the card's files can write it. */
+function nvAuthFrom(kFree: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update('tpmvsc/nv\0').update(kFree).digest());
+}
+
+/** Creates the card parent under the SRK and makes it persistent; its private blob is dropped. */
+async function createCardParent(tpm: Tpm, objects: LoadedObjects, options: TpmVaultOptions): Promise<TpmEntity> {
+  const srk = await tpm.storageRoot();
+  const blob = await objects.withRoom(() => tpm.create(srk, cardParentTemplate(), {}, { session: 'salted' }));
+  const loaded = await objects.withRoom(() => tpm.load(srk, blob, { session: 'password' }));
+  try {
+    for (let tries = 0; ; tries++) {
+      const handle = await findFreeHandle(tpm, CARD_PARENT_BASE);
+      try {
+        await tpm.evictControl(loaded, handle, { hierarchy: TPM_RH.OWNER, auth: options.ownerAuth ?? new Uint8Array(0) });
+        return { handle, name: blob.name };
+      } catch (e) {
+        // Another process took the handle between the look-up and EvictControl.
+        if (!(e instanceof TpmError && e.base === RC.NV_DEFINED) || tries >= 3) throw e;
+      }
+    }
+  } finally {
+    await tpm.flushContext(loaded.handle);
+  }
+}
+
+/** Creates every secret of a card under `parent`: salt, K_free, K_user, sealed objects, counters. */
+async function provision(
+  tpm: Tpm,
+  objects: LoadedObjects,
+  parent: TpmEntity,
+  pin: Uint8Array,
+  puk: Uint8Array | undefined,
+  managementKey: ManagementKey,
+  tries: { pinTries: number; pukTries: number },
+  options: TpmVaultOptions,
+  avoidIndices: ReadonlySet<number> = new Set(),
+): Promise<Provisioned> {
+  const salt = new Uint8Array(randomBytes(SALT_BYTES));
+  const kFree = new Uint8Array(randomBytes(SECRET_BYTES));
+  const kUser = new Uint8Array(randomBytes(SECRET_BYTES));
+  const management = encodeManagementKey(managementKey);
+  const seal = async (data: Uint8Array, auth: Uint8Array, daProtected: boolean): Promise<string> =>
+    encodeWrapped(await objects.withRoom(() => tpm.create(parent, sealedTemplate(daProtected), { userAuth: auth, data }, { session: 'salted' })));
+  try {
+    const free = await seal(kFree, new Uint8Array(0), false);
+    const wrapKey = await objects.withRoom(() => tpm.create(parent, wrapKeyTemplate(), { userAuth: kUser }, { session: 'salted' }));
+    const wrapPoint = publicKeyOf('eccp256', wrapKey.publicArea);
+    if (!('point' in wrapPoint)) throw new VaultError('TPM', 'wrap key is not an EC key');
+    const pinBlob = await seal(kUser, deriveAuthValue(salt, 'pin', pin), true);
+    const pukBlob = puk ? await seal(kUser, deriveAuthValue(salt, 'puk', puk), true) : undefined;
+    const adminBlob = puk ? undefined : await seal(kUser, new Uint8Array(0), false);
+    const managementBlob = await seal(management, new Uint8Array(0), false);
+    const defaults = {
+      pin: options.defaultPin ?? encoder.encode(DEFAULT_PIN),
+      puk: options.defaultPuk ?? encoder.encode(DEFAULT_PUK),
+    };
+    const initial: RetryCounters = {
+      pinTotal: tries.pinTries,
+      pinRemaining: tries.pinTries,
+      pinIsDefault: secretsEqual(pin, defaults.pin),
+      hasPuk: puk !== undefined,
+      pukTotal: tries.pukTries,
+      pukRemaining: tries.pukTries,
+      pukIsDefault: puk !== undefined && secretsEqual(puk, defaults.puk),
+    };
+    let counters: CounterIndex | undefined;
+    for (let attempt = 0; !counters; attempt++) {
+      const nvIndex = await findFreeHandle(tpm, COUNTER_INDEX_BASE, avoidIndices);
+      try {
+        counters = await CounterIndex.define(tpm, nvIndex, nvAuthFrom(kFree), initial, options.ownerAuth);
+      } catch (e) {
+        if (!(e instanceof TpmError && e.base === RC.NV_DEFINED) || attempt >= 3) throw e;
+      }
+    }
+    const state: TpmVaultState = {
+      format: STATE_FORMAT,
+      parent: { handle: parent.handle, name: hex(parent.name) },
+      counters: counters.nvIndex,
+      salt: b64(salt),
+      free,
+      wrapKey: { blob: encodeWrapped(wrapKey), point: b64(wrapPoint.point) },
+      pin: pinBlob,
+      managementKey: managementBlob,
+    };
+    if (pukBlob) state.puk = pukBlob;
+    if (adminBlob) state.admin = adminBlob;
+    return { state, kFree, counters };
+  } finally {
+    kUser.fill(0);
+    management.fill(0);
+  }
+}
+
+/** Loads a sealed blob, unseals it through a salted session with response encryption, flushes it. */
+async function unsealWith(tpm: Tpm, objects: LoadedObjects, parent: TpmEntity, wrapped: string, auth: Uint8Array): Promise<Uint8Array> {
+  return objects.with(parent, decodeWrapped(wrapped), undefined, (object) => tpm.unseal(object, { auth, session: 'salted' }));
+}
+
+async function evictQuietly(tpm: Tpm, parent: TpmEntity, options: TpmVaultOptions): Promise<void> {
+  try {
+    await tpm.evictControl(parent, parent.handle, { hierarchy: TPM_RH.OWNER, auth: options.ownerAuth ?? new Uint8Array(0) });
+  } catch (e) {
+    // Already gone: the goal (no card parent) is reached.
+    if (!(e instanceof TpmError && (e.base === RC.HANDLE || e.base === RC.REFERENCE_H0))) throw e;
+  }
+}
+
+async function undefineQuietly(counters: CounterIndex, options: TpmVaultOptions): Promise<void> {
+  try {
+    await counters.undefine(options.ownerAuth);
+  } catch (e) {
+    if (!(e instanceof TpmError && (e.base === RC.HANDLE || e.base === RC.REFERENCE_H0))) throw e;
+  }
+}
