@@ -1,0 +1,91 @@
+/**
+ * vpcd framing: every message in both directions is a 2-byte big-endian length
+ * followed by that many payload bytes (vsmartcard's vpcd protocol).
+ *
+ *   +--------+--------+---------------------------+
+ *   | len_hi | len_lo | payload (len bytes)       |
+ *   +--------+--------+---------------------------+
+ *
+ * TCP delivers a byte stream: a frame's length and payload may arrive in separate
+ * chunks (the stock driver even sends them with two send() calls), and several
+ * frames may arrive in one chunk. FrameReader reassembles them.
+ */
+
+/** Largest payload the 2-byte length can announce; vpcd advertises 65536-byte APDUs. */
+export const MAX_FRAME_PAYLOAD = 0xffff;
+const HEADER_LENGTH = 2;
+
+/** The peer sent bytes that are not a valid vpcd frame. */
+export class VpcdFrameError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'VpcdFrameError';
+  }
+}
+
+/** Encodes one frame as ONE buffer so it can go out in one write (see tcp_quickack.ts). */
+export function encodeFrame(payload: Uint8Array): Buffer {
+  if (payload.length > MAX_FRAME_PAYLOAD) {
+    throw new VpcdFrameError(`frame payload of ${payload.length} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
+  }
+  const frame = Buffer.allocUnsafe(HEADER_LENGTH + payload.length);
+  frame.writeUInt16BE(payload.length, 0);
+  frame.set(payload, HEADER_LENGTH);
+  return frame;
+}
+
+/**
+ * Incremental decoder. push() every chunk read from the socket; it returns the frames
+ * completed by that chunk, in order. A zero-length frame is malformed for a card (vpcd
+ * never sends one) and throws VpcdFrameError; after an error the reader must be discarded.
+ */
+export class FrameReader {
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
+
+  /** Bytes received but not yet part of a complete frame. */
+  get buffered(): number {
+    return this.pendingLength;
+  }
+
+  push(chunk: Uint8Array): Buffer[] {
+    if (chunk.length > 0) {
+      this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+      this.pendingLength += chunk.length;
+    }
+    const frames: Buffer[] = [];
+    while (this.pendingLength >= HEADER_LENGTH) {
+      const head = this.peekHeader();
+      if (head === 0) throw new VpcdFrameError('zero-length frame');
+      if (this.pendingLength < HEADER_LENGTH + head) break;
+      const whole = this.take(HEADER_LENGTH + head);
+      // Copy: the payload outlives the socket's chunk and may be kept by the card.
+      frames.push(Buffer.from(whole.subarray(HEADER_LENGTH)));
+    }
+    return frames;
+  }
+
+  private peekHeader(): number {
+    const first = this.pending[0]!;
+    if (first.length >= HEADER_LENGTH) return first.readUInt16BE(0);
+    // The two length bytes straddle chunks (a 1-byte chunk first).
+    return (first[0]! << 8) | this.pending[1]![0]!;
+  }
+
+  /** Removes and returns the first `count` buffered bytes (count <= pendingLength). */
+  private take(count: number): Buffer {
+    const first = this.pending[0]!;
+    if (first.length >= count) {
+      // Fast path: the whole frame sits in one chunk.
+      if (first.length === count) this.pending.shift();
+      else this.pending[0] = first.subarray(count);
+      this.pendingLength -= count;
+      return first.subarray(0, count);
+    }
+    const joined = Buffer.concat(this.pending, this.pendingLength);
+    const rest = joined.subarray(count);
+    this.pending = rest.length > 0 ? [rest] : [];
+    this.pendingLength = rest.length;
+    return joined.subarray(0, count);
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * A private pcscd with a pool of vpcd readers, for tests and benchmarks.
+ *
+ * Debian 12's pcscd always serves /run/pcscd/pcscd.comm (it ignores PCSCLITE_CSOCK_NAME
+ * for its own socket), so there is one pcscd per mount namespace. Each harness runs a
+ * small shell inside its own namespace (`unshare --mount --propagation private`) with a
+ * tmpfs on /run/pcscd; that shell starts and stops pcscd on request and takes it down
+ * when our stdin closes, so pcscd never outlives the test process, even on a crash.
+ *
+ * Clients outside reach the socket through the shell's root:
+ * /proc/<shell pid>/root/run/pcscd/pcscd.comm, stable across pcscd restarts.
+ * libpcsclite reads PCSCLITE_CSOCK_NAME once per process: pass `env` to spawned tools,
+ * or call useInThisProcess() before the first PC/SC call of an in-process client.
+ *
+ * The vpcd driver listens on 0.0.0.0 on its ports (network namespaces are not separated):
+ * the ports are chosen free at run time below the ephemeral range.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+import { registerReaders, readerName as poolReaderName, SLOTS_PER_BLOCK } from '../../daemon/reader_config.js';
+
+export interface StartPcscdOptions {
+  /** Readers in the pool (rounded up to even). Default 2. */
+  readers?: number;
+  /** Port of slot 0. Default: free ports picked at run time. */
+  basePort?: number;
+  /** Friendly name prefix. Default "tpmvsc test". */
+  friendlyName?: string;
+  /** Run pcscd with -d -a (debug and APDU logs in the log file). Default false. */
+  debug?: boolean;
+  /** How long to wait for pcscd to come up, in ms. Default 10000. */
+  startTimeoutMs?: number;
+}
+
+export interface PcscdInstance {
+  basePort: number;
+  /** Readers pcscd shows. */
+  readers: number;
+  friendlyName: string;
+  /** process.env plus PCSCLITE_CSOCK_NAME: pass to spawned PC/SC clients. */
+  env: NodeJS.ProcessEnv;
+  socketPath: string;
+  /** PID of the running pcscd (changes on restart). */
+  readonly pid: number;
+  /** PID of the namespace shell that owns pcscd. */
+  namespacePid: number;
+  /** The PC/SC reader name of slot n. */
+  readerName(slot: number): string;
+  /** The vpcd port of slot n. */
+  port(slot: number): number;
+  /** Sets PCSCLITE_CSOCK_NAME in this process (before the first in-process PC/SC call). */
+  useInThisProcess(): void;
+  /** Stops pcscd (SIGTERM, waits for it) and starts it again. */
+  restart(): Promise<void>;
+  /** Stops pcscd and the namespace, removes the temp dir. Idempotent. */
+  stop(): Promise<void>;
+  /** pcscd's stderr so far (for failure messages). */
+  log(): Promise<string>;
+}
+
+/**
+ * The shell that owns the namespace: $1 conf dir, $2 log file, $3 temp dir to remove on
+ * exit (covers a test process killed before its cleanup). Commands on stdin.
+ */
+const NAMESPACE_SHELL = `
+set -u
+conf=$1
+log=$2
+tmp=$3
+mkdir -p /run/pcscd && mount -t tmpfs -o mode=0755,size=1m tpmvsc-pcscd /run/pcscd || { echo "error mount"; exit 1; }
+pid=
+stop_pcscd() {
+  if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; fi
+}
+trap 'stop_pcscd; rm -rf "$tmp"; exit 0' TERM INT HUP
+echo ready
+while read -r cmd flags; do
+  case $cmd in
+    start)
+      rm -f /run/pcscd/pcscd.comm /run/pcscd/pcscd.pid
+      pcscd -f $flags -c "$conf" </dev/null >>"$log" 2>&1 &
+      pid=$!
+      echo "started $pid";;
+    stop) stop_pcscd; echo stopped;;
+  esac
+done
+stop_pcscd
+rm -rf "$tmp"
+`;
+
+/** [low, high] of the kernel's ephemeral port range. */
+async function ephemeralRange(): Promise<[number, number]> {
+  try {
+    const [low, high] = (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().split(/\s+/).map(Number);
+    if (low && high) return [low, high];
+  } catch {
+    // fall through
+  }
+  return [32768, 60999];
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    // The driver binds 0.0.0.0: probe the same address.
+    server.listen({ port, host: '0.0.0.0', exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+/** `count` consecutive ports free right now, outside the ephemeral range when possible. */
+export async function findFreePortRange(count: number): Promise<number> {
+  const [ephemeralLow, ephemeralHigh] = await ephemeralRange();
+  const [low, high] = ephemeralLow - 10_000 > 1024 ? [10_000, ephemeralLow - 1] : [ephemeralHigh + 1, 65535];
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = low + Math.floor(Math.random() * (high - low - count));
+    let free = true;
+    for (let port = base; port < base + count && free; port++) free = await canListen(port);
+    if (free) return base;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}
+
+/** Local ports in LISTEN state, from /proc/net/tcp (and tcp6). */
+async function listeningPorts(): Promise<Set<number>> {
+  const ports = new Set<number>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch {
+      continue;
+    }
+    //   sl  local_address rem_address   st ...     (st 0A = LISTEN)
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[3] === '0A' && fields[1]) ports.add(parseInt(fields[1].split(':')[1] ?? '', 16));
+    }
+  }
+  return ports;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+class PcscdHarness implements PcscdInstance {
+  readonly env: NodeJS.ProcessEnv;
+  readonly socketPath: string;
+  readonly namespacePid: number;
+  private pcscdPid = 0;
+  private stopped: Promise<void> | null = null;
+  private readonly lines: AsyncIterator<string>;
+
+  constructor(
+    private readonly shell: ChildProcessWithoutNullStreams,
+    private readonly tempDir: string,
+    private readonly logFile: string,
+    readonly basePort: number,
+    readonly readers: number,
+    readonly friendlyName: string,
+    private readonly flags: string,
+    private readonly startTimeoutMs: number,
+  ) {
+    this.namespacePid = shell.pid!;
+    this.socketPath = `/proc/${this.namespacePid}/root/run/pcscd/pcscd.comm`;
+    this.env = { ...process.env, PCSCLITE_CSOCK_NAME: this.socketPath };
+    this.lines = createInterface({ input: shell.stdout })[Symbol.asyncIterator]();
+  }
+
+  get pid(): number {
+    return this.pcscdPid;
+  }
+
+  readerName(slot: number): string {
+    if (slot >= this.readers) throw new RangeError(`slot ${slot} is outside the pool of ${this.readers}`);
+    return poolReaderName(slot, this.friendlyName);
+  }
+
+  port(slot: number): number {
+    if (slot >= this.readers) throw new RangeError(`slot ${slot} is outside the pool of ${this.readers}`);
+    return this.basePort + slot;
+  }
+
+  useInThisProcess(): void {
+    process.env['PCSCLITE_CSOCK_NAME'] = this.socketPath;
+  }
+
+  log(): Promise<string> {
+    return readFile(this.logFile, 'utf8').catch(() => '');
+  }
+
+  /** Reads the shell's next line, failing after timeoutMs or when the shell exits. */
+  async nextLine(timeoutMs: number): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`pcscd harness: no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      const next = await Promise.race([this.lines.next(), timeout]);
+      if (next.done) throw new Error('pcscd harness: the namespace shell exited');
+      return next.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async startPcscd(): Promise<void> {
+    this.shell.stdin.write(`start ${this.flags}\n`);
+    const line = await this.nextLine(this.startTimeoutMs);
+    const match = /^started (\d+)$/.exec(line);
+    if (!match) throw new Error(`pcscd harness: unexpected answer ${JSON.stringify(line)}`);
+    this.pcscdPid = Number(match[1]);
+    const deadline = Date.now() + this.startTimeoutMs;
+    for (;;) {
+      const socketReady = await stat(this.socketPath).then(
+        (info) => info.isSocket(),
+        () => false,
+      );
+      const listening = await listeningPorts();
+      let portsReady = true;
+      for (let slot = 0; slot < this.readers; slot++) portsReady &&= listening.has(this.basePort + slot);
+      if (socketReady && portsReady) return;
+      if (Date.now() > deadline) {
+        throw new Error(`pcscd did not come up within ${this.startTimeoutMs} ms:\n${(await this.log()).slice(-2000)}`);
+      }
+      await sleep(20);
+    }
+  }
+
+  async stopPcscd(): Promise<void> {
+    if (!this.pcscdPid) return;
+    const pid = this.pcscdPid;
+    this.shell.stdin.write('stop\n');
+    try {
+      await this.nextLine(5000);
+    } catch {
+      // pcscd ignored SIGTERM: end it by its PID.
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+      await this.nextLine(5000).catch(() => undefined);
+    }
+    this.pcscdPid = 0;
+  }
+
+  async restart(): Promise<void> {
+    await this.stopPcscd();
+    await this.startPcscd();
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
+    try {
+      if (this.shell.exitCode === null && this.shell.signalCode === null) {
+        await this.stopPcscd().catch(() => undefined);
+        const exited = new Promise<void>((resolve) => this.shell.once('exit', () => resolve()));
+        this.shell.stdin.end();
+        const timer = setTimeout(() => this.shell.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+      }
+    } finally {
+      await rm(this.tempDir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * Starts a private pcscd with `readers` vpcd readers on free loopback ports. Always call
+ * stop() (e.g. in t.teardown / test.after.always).
+ */
+export async function startPcscd(options: StartPcscdOptions = {}): Promise<PcscdInstance> {
+  const friendlyName = options.friendlyName ?? 'tpmvsc test';
+  const blocks = Math.ceil((options.readers ?? 2) / SLOTS_PER_BLOCK);
+  const readers = blocks * SLOTS_PER_BLOCK;
+  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  const tempDir = await mkdtemp(path.join(os.tmpdir(), 'tpmvsc-pcscd-'));
+  let harness: PcscdHarness | null = null;
+  try {
+    const basePort = options.basePort ?? (await findFreePortRange(readers));
+    const confDir = path.join(tempDir, 'reader.conf.d');
+    await registerReaders({ confDir, driverDir: path.join(tempDir, 'drivers'), readers, basePort, friendlyName });
+    const logFile = path.join(tempDir, 'pcscd.log');
+    const shell = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const spawnError = new Promise<never>((_, reject) => shell.once('error', reject));
+    let stderr = '';
+    shell.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    harness = new PcscdHarness(shell, tempDir, logFile, basePort, readers, friendlyName, options.debug ? '-d -a' : '', startTimeoutMs);
+    const ready = await Promise.race([harness.nextLine(startTimeoutMs), spawnError]).catch((error: unknown) => {
+      throw new Error(`cannot create pcscd's mount namespace: ${String(error)} ${stderr}`);
+    });
+    if (ready !== 'ready') throw new Error(`cannot create pcscd's mount namespace: ${ready} ${stderr}`);
+    await harness.startPcscd();
+    return harness;
+  } catch (error) {
+    if (harness) await harness.stop();
+    else await rm(tempDir, { recursive: true, force: true });
+    throw error;
+  }
+}
