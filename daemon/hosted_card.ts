@@ -2,7 +2,8 @@
  * One card as the daemon hosts it: the PIV applet, its TPM vault, its files and the
  * vpcd link that puts it in its reader. The daemon passes bytes; it never looks inside.
  */
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import type { SmartCard } from '../common/smart_card.js';
 import type { PivCardState } from '../applet/piv_state.js';
 import { PivApplet } from '../applet/piv_applet.js';
 import type { KeyVault } from '../applet/key_vault.js';
@@ -26,6 +27,9 @@ export class HostedCard {
   readonly vault: KeyVault;
   private file: CardFile<PivCardState>;
   private readonly link: VpcdLink;
+  /** Emits 'present' when the reader powers the card on: pcscd has seen it. */
+  private readonly reader = new EventEmitter<{ present: [] }>();
+  private poweredSinceConnect = false;
 
   constructor(options: HostedCardOptions) {
     this.slot = options.file.slot;
@@ -45,7 +49,25 @@ export class HostedCard {
         },
       },
     });
-    this.link = new VpcdLink({ card: this.applet, port: options.port, host: options.host });
+    this.link = new VpcdLink({ card: this.observed(this.applet), port: options.port, host: options.host });
+    this.link.on('connected', () => (this.poweredSinceConnect = false));
+  }
+
+  /** The applet as the link sees it, noting the first power-on after each connection. */
+  private observed(card: SmartCard): SmartCard {
+    return {
+      atr: card.atr,
+      powerOn: () => {
+        card.powerOn();
+        if (!this.poweredSinceConnect) {
+          this.poweredSinceConnect = true;
+          this.reader.emit('present');
+        }
+      },
+      powerOff: () => card.powerOff(),
+      reset: () => card.reset(),
+      transmit: (command) => card.transmit(command),
+    };
   }
 
   get name(): string {
@@ -65,12 +87,16 @@ export class HostedCard {
     this.link.start();
   }
 
-  /** Resolves when the reader has the card, or after `timeoutMs` (pcscd may be down). */
+  /**
+   * Resolves when pcscd has seen the card (it powers a new card on to read its ATR),
+   * or after `timeoutMs` (pcscd may be down: the card appears when it comes up).
+   */
   async waitInserted(timeoutMs: number): Promise<boolean> {
-    if (this.link.connected) return true;
-    const timeout = AbortSignal.timeout(timeoutMs);
+    if (this.link.connected && this.poweredSinceConnect) return true;
     try {
-      await once(this.link, 'connected', { signal: timeout });
+      await once(this.reader, 'present', { signal: AbortSignal.timeout(timeoutMs) });
+      // pcscd publishes the reader state right after it has read the ATR.
+      await new Promise((resolve) => setTimeout(resolve, 50));
       return true;
     } catch {
       return false;

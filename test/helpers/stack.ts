@@ -1,0 +1,171 @@
+/**
+ * The whole product on loopback for end-to-end tests: a private swtpm, a private pcscd
+ * (own mount namespace) with the project's readers, tpmvscd on both, and tpmvscmgr to
+ * drive it. Every process is started here and ended here by PID.
+ *
+ *   const stack = await startStack({ readers: 4 });
+ *   const { stdout } = await stack.cli(['create', '/name', 'A', '/AdminKey', 'DEFAULT', '/PIN', 'DEFAULT', '/generate']);
+ *   execFile('opensc-tool', ['-l'], { env: stack.env });
+ *   await stack.stop();
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startSwtpm, type SwtpmInstance } from './swtpm.js';
+import { startPcscd, type PcscdInstance } from './pcscd.js';
+
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+export const READER_FRIENDLY_NAME = 'TPM Virtual Smart Card';
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface StackOptions {
+  readers?: number;
+}
+
+export interface Stack {
+  swtpm: SwtpmInstance;
+  pcscd: PcscdInstance;
+  /** Environment for PC/SC clients (opensc-tool, yubico-piv-tool, pkcs11-tool...). */
+  env: NodeJS.ProcessEnv;
+  stateDir: string;
+  socketPath: string;
+  /** PID of the running daemon. */
+  readonly daemonPid: number;
+  /** The daemon's stderr so far. */
+  daemonLog(): string;
+  /** Runs tpmvscmgr with these arguments (and stdin text), against this stack's daemon. */
+  cli(args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv }): Promise<CommandResult>;
+  /** Runs any program with the PC/SC environment of this stack. */
+  run(program: string, args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<CommandResult>;
+  startDaemon(): Promise<void>;
+  /** SIGTERM and wait. */
+  stopDaemon(): Promise<void>;
+  /** SIGKILL and wait (crash simulation). */
+  killDaemon(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Runs a program to completion, collecting its output; never throws on a non-zero exit. */
+export function runProgram(
+  program: string,
+  args: string[],
+  options: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, args, { env: options.env ?? process.env, cwd: options.cwd ?? REPO, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+function waitExit(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const readers = options.readers ?? 4;
+  const workDir = await mkdtemp(join(tmpdir(), 'tpmvsc-stack-'));
+  const stateDir = join(workDir, 'state');
+  const socketPath = join(workDir, 'control.sock');
+  const swtpm = await startSwtpm();
+  let pcscd: PcscdInstance;
+  try {
+    pcscd = await startPcscd({ readers, friendlyName: READER_FRIENDLY_NAME });
+  } catch (error) {
+    await swtpm.stop();
+    throw error;
+  }
+  const env: NodeJS.ProcessEnv = { ...pcscd.env, TPMVSC_SOCKET: socketPath };
+  let daemon: ChildProcess | undefined;
+  let daemonLog = '';
+
+  const startDaemon = async (): Promise<void> => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(REPO, 'daemon/main.ts'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
+        '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', READER_FRIENDLY_NAME],
+      { cwd: REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    daemon = child;
+    child.stdout?.on('data', (chunk: Buffer) => (daemonLog += chunk.toString()));
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`tpmvscd did not start:\n${daemonLog}`)), 30_000);
+      child.stderr?.on('data', (chunk: Buffer) => {
+        daemonLog += chunk.toString();
+        if (daemonLog.includes('ready:')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`tpmvscd exited with ${String(code)}:\n${daemonLog}`));
+      });
+    });
+    await ready;
+  };
+
+  const stopDaemon = async (signal: NodeJS.Signals): Promise<void> => {
+    const child = daemon;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    await waitExit(child);
+  };
+
+  try {
+    await startDaemon();
+  } catch (error) {
+    await pcscd.stop();
+    await swtpm.stop();
+    await rm(workDir, { recursive: true, force: true });
+    throw error;
+  }
+
+  return {
+    swtpm,
+    pcscd,
+    env,
+    stateDir,
+    socketPath,
+    get daemonPid() {
+      return daemon?.pid ?? 0;
+    },
+    daemonLog: () => daemonLog,
+    cli: (args, cliOptions = {}) =>
+      runProgram(process.execPath, ['--import', 'tsx', join(REPO, 'cli/main.ts'), ...args], {
+        input: cliOptions.input ?? '',
+        env: { ...env, ...cliOptions.env },
+      }),
+    run: (program, args, runOptions = {}) =>
+      runProgram(program, args, { ...runOptions, env: { ...env, ...runOptions.env } }),
+    startDaemon,
+    stopDaemon: () => stopDaemon('SIGTERM'),
+    killDaemon: () => stopDaemon('SIGKILL'),
+    stop: async () => {
+      await stopDaemon('SIGTERM');
+      await pcscd.stop();
+      await swtpm.stop();
+      await rm(workDir, { recursive: true, force: true });
+    },
+  };
+}
