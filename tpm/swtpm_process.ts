@@ -116,6 +116,10 @@ export async function startSwtpmProcess(options: SwtpmProcessOptions): Promise<S
     void exited.then(() => (alive = false));
     for (let i = 0; i < 300 && alive; i++) {
       if (await canConnect(port)) {
+        // Another process may own the port (a race between the probe and swtpm's bind): then
+        // this swtpm fails its bind and exits at once. Only a child alive a moment later counts.
+        await sleep(50);
+        if (!alive) break;
         return {
           port,
           tcti: `swtpm:host=127.0.0.1,port=${port}`,

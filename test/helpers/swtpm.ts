@@ -13,15 +13,11 @@
  * ports and state); `restart()` stops (cleanly) or after kill9 simply starts a new process.
  * Always call stop() in t.teardown / finally; it is safe to call twice.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { startSwtpmProcess, type SwtpmProcess } from '../../tpm/swtpm_process.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { setTimeout as sleep } from 'node:timers/promises';
-
-const run = promisify(execFile);
 
 export interface SwtpmOptions {
   /** Reuse an existing state directory (it is not removed by stop()). */
@@ -45,149 +41,39 @@ export interface SwtpmInstance {
   restart(): Promise<void>;
 }
 
-/** Two consecutive free loopback ports (data P, control P+1). */
-async function freePortPair(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const p = await new Promise<number>((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => {
-        const port = (s.address() as { port: number }).port;
-        s.close(() => resolve(port));
-      });
-    });
-    if (p >= 65535) continue;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(p + 1, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (ok) return p;
-  }
-  throw new Error('no free port pair on 127.0.0.1');
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = new Socket();
-    s.once('error', () => resolve(false));
-    s.connect(port, '127.0.0.1', () => {
-      s.destroy();
-      resolve(true);
-    });
-  });
-}
-
-/** Sends TPM2_Shutdown(CLEAR) over a fresh data connection (best effort). */
-function sendShutdown(port: number): Promise<void> {
-  // u32 TPM_SEND_COMMAND | u8 locality | u32 len | 80 01 00000000c 00000145 0000
-  const cmd = Buffer.from('80010000000c000001450000', 'hex');
-  const frame = Buffer.concat([Buffer.from([0, 0, 0, 8, 0, 0, 0, 0, cmd.length]), cmd]);
-  return new Promise((resolve) => {
-    const s = new Socket();
-    const done = (): void => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve();
-    };
-    const timer = setTimeout(done, 3000);
-    let got = 0;
-    s.once('error', done);
-    s.on('data', (d: Buffer) => {
-      got += d.length;
-      if (got >= 18) done();
-    });
-    s.connect(port, '127.0.0.1', () => s.write(frame));
-  });
-}
-
 export async function startSwtpm(options: SwtpmOptions = {}): Promise<SwtpmInstance> {
   const ownDir = !options.stateDir;
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'tpmvsc-swtpm-')));
-  let port = 0;
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> = Promise.resolve();
+  const extraArgs = options.extraArgs ?? [];
+  let process: SwtpmProcess | undefined = await startSwtpmProcess({ stateDir, extraArgs });
+  const port = process.port;
   let stopped = false;
 
-  const launch = async (): Promise<void> => {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      if (!port || attempt > 0) port = await freePortPair();
-      const c = spawn('swtpm', [
-        'socket', '--tpm2',
-        '--server', `type=tcp,port=${port},bindaddr=127.0.0.1`,
-        '--ctrl', `type=tcp,port=${port + 1},bindaddr=127.0.0.1`,
-        '--tpmstate', `dir=${stateDir}`,
-        '--flags', 'not-need-init,startup-clear',
-        ...(options.extraArgs ?? []),
-      ], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      c.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-      let alive = true;
-      exited = new Promise<void>((resolve) => c.once('exit', () => { alive = false; resolve(); }));
-      c.once('error', () => undefined);
-      for (let i = 0; i < 200 && alive; i++) {
-        if (await canConnect(port)) {
-          // Another process may own the port (race between probe and bind): then our swtpm
-          // fails its bind and exits at once. Only a child still alive after a grace period counts.
-          await sleep(50);
-          if (!alive) break;
-          child = c;
-          return;
-        }
-        await sleep(10);
-      }
-      if (alive) c.kill('SIGKILL');
-      await exited;
-      if (!/address|in use|bind/i.test(stderr) && attempt > 1) throw new Error(`swtpm did not start: ${stderr.trim()}`);
-    }
-    throw new Error('swtpm did not start');
-  };
-
-  const stopProcess = async (): Promise<void> => {
-    const c = child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    await sendShutdown(port);
-    try {
-      await run('swtpm_ioctl', ['--tcp', `127.0.0.1:${port + 1}`, '-s'], { timeout: 5000 });
-    } catch {
-      // fall through to the signal below
-    }
-    const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(t);
-    child = undefined;
-  };
-
-  await launch();
-
-  const inst: SwtpmInstance = {
-    get tcti() { return `swtpm:host=127.0.0.1,port=${port}`; },
-    get port() { return port; },
-    get ctrlPort() { return port + 1; },
+  return {
+    tcti: process.tcti,
+    port,
+    ctrlPort: port + 1,
     stateDir,
-    get pid() { return child?.pid; },
+    get pid() {
+      return process?.pid;
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
-      await stopProcess();
+      await process?.stop();
+      process = undefined;
       if (ownDir) await rm(stateDir, { recursive: true, force: true });
     },
     async kill9() {
-      const c = child;
-      if (!c || c.exitCode !== null) return;
-      c.kill('SIGKILL');
-      await exited;
-      child = undefined;
+      await process?.kill();
+      process = undefined;
     },
     async restart() {
-      await stopProcess();
-      const keep = port;
-      // same ports if still free, else new ones
-      port = keep;
-      await launch();
+      await process?.stop();
+      // Same ports: clients keep their TCTI string.
+      process = await startSwtpmProcess({ stateDir, extraArgs, port });
     },
   };
-  return inst;
 }
 
 /** One command/response exchange seen by the proxy. */
