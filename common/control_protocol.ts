@@ -149,3 +149,6 @@ export const PROGRESS = {
   generatingFilesystem: 'Generating filesystem on the TPM Smart Card...',
   created: 'TPM Smart Card created.',
 } as const;
+
+/** Where tpmvscd listens and tpmvscmgr connects unless --socket / TPMVSC_SOCKET say otherwise. */
+export const DEFAULT_CONTROL_SOCKET = '/run/tpmvsc/control.sock';

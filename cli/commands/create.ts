@@ -1,0 +1,94 @@
+/**
+ * tpmvscmgr create: checks everything locally (syntax, unsupported switches, PIN rules), asks for
+ * the PROMPT secrets (admin key, PIN, PUK, in that order), then sends one create request and
+ * streams the daemon's progress lines to stderr. stdout ends with the instance ID.
+ */
+import { existsSync } from 'node:fs';
+import { DEFAULT_PIN_POLICY, type CreateRequest, type CreateResult } from '../../common/control_protocol.js';
+import { TpmvscError } from '../../common/errors.js';
+import { checkPin, checkPuk, DEFAULT_PIN, DEFAULT_PUK, PIV_MIDDLEWARE_PIN_LIMIT } from '../../common/pin_rules.js';
+import { DEFAULT_ADMIN_KEY_HEX, normaliseAdminKeyHex, randomAdminKeyHex } from '../admin_key.js';
+import { writeLine, type CliIo } from '../cli_io.js';
+import { callDaemon, resolveSocketPath } from '../control_client.js';
+import type { CreateCommand } from '../parse_arguments.js';
+import { createSecretReader, type SecretReader } from '../prompt.js';
+
+/** /machine and /attestation: one line, exit NOT_SUPPORTED, nothing changed. */
+export function rejectUnsupported(command: { machine: string | null; attestation?: string | null }): void {
+  if (command.machine !== null) {
+    throw new TpmvscError('NOT_SUPPORTED', '/machine is not supported yet (remote management is planned)');
+  }
+  if (command.attestation != null) {
+    throw new TpmvscError('NOT_SUPPORTED', '/attestation is not supported yet (TPM attestation is planned)');
+  }
+}
+
+/** The daemon must be there before anyone types a secret for nothing. */
+export function requireSocket(socketPath: string): void {
+  if (!existsSync(socketPath)) {
+    throw new TpmvscError('DAEMON_NOT_RUNNING', `nothing listens on ${socketPath}`);
+  }
+}
+
+async function buildRequest(command: CreateCommand, reader: () => SecretReader, warn: (line: string) => void): Promise<CreateRequest> {
+  const adminKeyHex =
+    command.adminKey === 'DEFAULT'
+      ? DEFAULT_ADMIN_KEY_HEX
+      : command.adminKey === 'RANDOM'
+        ? randomAdminKeyHex()
+        : normaliseAdminKeyHex(await reader().read('admin key (48 hexadecimal characters)'));
+
+  const pinPolicy = command.pinPolicy ?? DEFAULT_PIN_POLICY;
+  let pin = DEFAULT_PIN;
+  if (command.pin === 'PROMPT') {
+    pin = await reader().read('PIN');
+    checkPin(pin, pinPolicy);
+    // Warnings only once the PIN is accepted, so a refusal stays one line.
+    if (command.pinPolicy !== null && command.pinPolicy.maxLength > PIV_MIDDLEWARE_PIN_LIMIT) {
+      warn(
+        `warning: /pinpolicy maxlen ${command.pinPolicy.maxLength} allows PINs longer than ${PIV_MIDDLEWARE_PIN_LIMIT} characters, ` +
+          `which PIV middleware (OpenSC, yubico-piv-tool) cannot enter`,
+      );
+    } else if (pin.length > PIV_MIDDLEWARE_PIN_LIMIT) {
+      warn(`warning: the PIN is longer than ${PIV_MIDDLEWARE_PIN_LIMIT} characters; PIV middleware (OpenSC, yubico-piv-tool) cannot enter it`);
+    }
+  }
+  let puk: string | null = null;
+  if (command.puk === 'DEFAULT') puk = DEFAULT_PUK;
+  if (command.puk === 'PROMPT') {
+    puk = await reader().read('PUK');
+    checkPuk(puk);
+  }
+  return {
+    op: 'create',
+    name: command.name,
+    adminKeyHex,
+    adminKeyRandom: command.adminKey === 'RANDOM',
+    pin,
+    puk,
+    pinPolicy,
+    generate: command.generate,
+    attestation: command.attestation,
+  };
+}
+
+export async function runCreate(command: CreateCommand, io: CliIo): Promise<CreateResult> {
+  rejectUnsupported(command);
+  const socketPath = resolveSocketPath(command.socketPath, io.env);
+  requireSocket(socketPath);
+  const say = (line: string): void => {
+    if (!command.quiet) writeLine(io.stderr, line);
+  };
+  let secretReader: SecretReader | undefined;
+  const reader = (): SecretReader => (secretReader ??= createSecretReader(io.stdin, io.stderr));
+  let request: CreateRequest;
+  try {
+    request = await buildRequest(command, reader, say);
+  } finally {
+    secretReader?.close();
+  }
+  const result = await callDaemon(request, { socketPath, signal: io.signal, onProgress: say });
+  if (command.json) writeLine(io.stdout, JSON.stringify(result));
+  else writeLine(io.stdout, result.instance);
+  return result;
+}

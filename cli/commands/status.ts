@@ -1,0 +1,33 @@
+/**
+ * tpmvscmgr status [/instance <id>]: the daemon and its cards (or one card).
+ */
+import type { CardStatus, DaemonStatus } from '../../common/control_protocol.js';
+import { writeLine, type CliIo } from '../cli_io.js';
+import { callDaemon, resolveSocketPath } from '../control_client.js';
+import type { StatusCommand } from '../parse_arguments.js';
+
+function formatCard(card: CardStatus): string[] {
+  const keys = card.keys.length === 0 ? 'none' : card.keys.map((key) => `${key.slot} ${key.algorithm} (${key.origin})`).join(', ');
+  return [
+    `${card.instance}  "${card.name}"`,
+    `  reader:      ${card.reader} (${card.connected ? 'connected' : 'not connected'})`,
+    `  serial:      ${card.serial}${card.guid ? `, GUID ${card.guid}` : ''}`,
+    `  PIN tries:   ${card.pinTriesRemaining} of ${card.pinTriesTotal} left`,
+    `  PUK:         ${card.hasPuk ? `${card.pukTriesRemaining ?? '?'} tries left` : 'none (unblock with the admin key)'}`,
+    `  keys:        ${keys}`,
+    `  created:     ${card.createdAt}`,
+  ];
+}
+
+export function formatStatus(status: DaemonStatus): string[] {
+  const lines = [`tpmvscd ${status.version}: TPM ${status.tcti}, ${status.readers} readers, ${status.cards.length} cards`];
+  for (const card of status.cards) lines.push(...formatCard(card));
+  return lines;
+}
+
+export async function runStatus(command: StatusCommand, io: CliIo): Promise<void> {
+  const request = command.instance === null ? { op: 'status' as const } : { op: 'status' as const, instance: command.instance };
+  const status = await callDaemon(request, { socketPath: resolveSocketPath(command.socketPath, io.env), signal: io.signal });
+  if (command.json) return writeLine(io.stdout, JSON.stringify(status));
+  for (const line of formatStatus(status)) writeLine(io.stdout, line);
+}

@@ -1,0 +1,100 @@
+/**
+ * tpmvscmgr's help: the usage documentation (`tpmvscmgr /?`, `tpmvscmgr create /?`...).
+ */
+import type { CommandName } from './parse_arguments.js';
+
+const EXIT_CODES = `Exit codes:
+  0  success
+  1  other failure (the daemon could not create the card, internal error)
+  2  invalid command line or request (the message names the fix)
+  3  not permitted: run as root or as a member of the tpmvsc group
+  4  the tpmvscd daemon is not running (systemctl start tpmvscd)
+  5  the TPM is missing, failing or in dictionary-attack lockout
+  6  the limit on the number of smart card readers has been reached
+  7  no virtual smart card has that instance ID
+  8  not supported yet (/machine, /attestation)
+  9  a PIN, PUK or admin key was rejected by the policy or the card
+  130 interrupted (Ctrl-C); a card being created is rolled back`;
+
+const COMMON = `Options of every command:
+  /json, --json          print one JSON object on stdout
+  /socket <path>         the daemon's control socket (default: $TPMVSC_SOCKET or /run/tpmvsc/control.sock)
+
+Switches are case-insensitive and may also be written with -- (/AdminKey = --adminkey).`;
+
+const CREATE = `tpmvscmgr create [/quiet] /name <name> /AdminKey {DEFAULT | PROMPT | RANDOM}
+    [/PIN {DEFAULT | PROMPT}] [/PUK {DEFAULT | PROMPT}] [/generate] [/machine <machine name>]
+    [/pinpolicy [policy options]] [/attestation {AIK_AND_CERT | AIK_ONLY}] [/?]
+
+Creates a TPM virtual smart card (a PIV card in a vpcd reader, keys sealed in the TPM) and prints
+its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
+
+  /quiet        no progress lines on stderr
+  /name         required: the card's friendly name, 1 to 64 printable ASCII characters
+  /AdminKey     required: the 24-byte 3DES administrator key
+                  DEFAULT  010203040506070801020304050607080102030405060708
+                  PROMPT   ask for 48 hexadecimal characters
+                  RANDOM   24 random bytes, never shown: the card cannot be managed (a forgotten PIN
+                           means destroy and create again)
+  /PIN          DEFAULT  12345678 (the default when /PIN is omitted)
+                PROMPT   ask for a PIN: 8 to 127 printable ASCII characters, or the /pinpolicy bounds
+  /PUK          DEFAULT  12345678;  PROMPT  ask for 8 to 127 printable ASCII characters.
+                Omitted: the card has no PUK and the PIN is unblocked with the admin key.
+  /generate     provision the PIV data objects so middleware can enroll keys right away
+  /pinpolicy    only with /PIN PROMPT; options:
+                  minlen <n>     minimum PIN length, default 8, at least 4
+                  maxlen <n>     maximum PIN length, default 127, at most 127 (minlen <= maxlen)
+                  uppercase | lowercase | digits | specialchars  ALLOWED | DISALLOWED | REQUIRED
+                                 (default ALLOWED)
+                PIV middleware (OpenSC, yubico-piv-tool) handles PINs of at most 8 bytes: a policy
+                with maxlen above 8 is accepted with a warning.
+  /machine      not supported yet (remote management is planned)
+  /attestation  not supported yet (TPM attestation is planned)
+
+PROMPT reads from the terminal without echo and asks twice. When stdin is not a terminal, each
+PROMPT reads one line from stdin, in the order admin key, PIN, PUK.
+Progress lines go to stderr; the instance ID (or, with /json, {"instance", "reader"}) to stdout.
+
+Example:
+  tpmvscmgr create /name "VirtualSmartCardForCorpAccess" /AdminKey RANDOM /PIN PROMPT /generate`;
+
+const DESTROY = `tpmvscmgr destroy [/quiet] /instance <device instance ID> [/machine <machine name>] [/?]
+
+Securely deletes a virtual smart card: its keys are flushed from the TPM and its files removed.
+It cannot be recovered.
+
+  /quiet      no progress lines on stderr
+  /instance   required: the instance ID printed by create, e.g. ROOT\\SMARTCARDREADER\\0000
+  /machine    not supported yet (remote management is planned)
+
+Example:
+  tpmvscmgr destroy /instance ROOT\\SMARTCARDREADER\\0000`;
+
+const LIST = `tpmvscmgr list [/json]
+
+Lists the virtual smart cards: instance ID, name, PC/SC reader, PUK, creation time.`;
+
+const STATUS = `tpmvscmgr status [/instance <device instance ID>] [/json]
+
+Shows the daemon (version, TPM, reader pool) and the state of every card, or of one card:
+reader link, PIN and PUK tries left, keys.`;
+
+const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
+
+  tpmvscmgr create [/quiet] /name <name> /AdminKey {DEFAULT | PROMPT | RANDOM} [/PIN {DEFAULT | PROMPT}]
+      [/PUK {DEFAULT | PROMPT}] [/generate] [/machine <machine name>] [/pinpolicy [policy options]]
+      [/attestation {AIK_AND_CERT | AIK_ONLY}] [/?]
+  tpmvscmgr destroy [/quiet] [/instance <device instance ID>] [/machine <machine name>] [/?]
+  tpmvscmgr list [/json]
+  tpmvscmgr status [/instance <device instance ID>] [/json]
+
+tpmvscmgr <command> /? shows the details of a command. Only root and members of the tpmvsc group
+may manage cards.`;
+
+const TOPICS: Record<CommandName, string> = { create: CREATE, destroy: DESTROY, list: LIST, status: STATUS };
+
+/** The help text of one command, or the overview; ends with the options and the exit codes. */
+export function helpText(topic: CommandName | undefined): string {
+  const body = topic === undefined ? OVERVIEW : TOPICS[topic];
+  return `${body}\n\n${COMMON}\n\n${EXIT_CODES}\n`;
+}

@@ -1,0 +1,66 @@
+/**
+ * tpmvscmgr as a function: parses argv, runs the command, turns every failure into ONE line on
+ * stderr ("tpmvscmgr: ...") and the exit code of common/errors.ts. With /json, a failure is also
+ * reported on stdout as {"ok": false, "error": {"code", "message"}, "exitCode"}.
+ */
+import { EXIT, TpmvscError, type ErrorCode } from '../common/errors.js';
+import { writeLine, type CliIo } from './cli_io.js';
+import { RequestAborted } from './control_client.js';
+import { runCreate } from './commands/create.js';
+import { runDestroy } from './commands/destroy.js';
+import { runList } from './commands/list.js';
+import { runStatus } from './commands/status.js';
+import { helpText } from './help.js';
+import { parseArguments, type CliCommand } from './parse_arguments.js';
+import { PromptInterrupted } from './prompt.js';
+
+/** Conventional exit code after SIGINT (128 + 2). */
+export const EXIT_INTERRUPTED = 130;
+
+/** Codes whose detail alone reads best ("tpmvscmgr: /name must be ..."). */
+const DETAIL_ONLY: ReadonlySet<ErrorCode> = new Set(['USAGE', 'BAD_REQUEST', 'NOT_SUPPORTED', 'PIN_POLICY']);
+
+export function errorLine(error: TpmvscError): string {
+  const text = DETAIL_ONLY.has(error.code) && error.detail ? error.detail : error.message;
+  return `tpmvscmgr: ${text.replace(/[\r\n]+/g, ' ')}`;
+}
+
+async function dispatch(command: CliCommand, io: CliIo): Promise<void> {
+  switch (command.command) {
+    case 'help':
+      io.stdout.write(helpText(command.topic));
+      return;
+    case 'create':
+      await runCreate(command, io);
+      return;
+    case 'destroy':
+      return runDestroy(command, io);
+    case 'list':
+      return runList(command, io);
+    case 'status':
+      return runStatus(command, io);
+  }
+}
+
+/** Runs tpmvscmgr; resolves to the exit code. Never throws. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  let json = argv.some((token) => ['/json', '--json'].includes(token.toLowerCase()));
+  try {
+    const command = parseArguments(argv);
+    json = command.command !== 'help' && command.json;
+    await dispatch(command, io);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof RequestAborted || error instanceof PromptInterrupted || io.signal.aborted) {
+      writeLine(io.stderr, 'tpmvscmgr: interrupted; nothing was created');
+      return EXIT_INTERRUPTED;
+    }
+    const failure =
+      error instanceof TpmvscError ? error : new TpmvscError('INTERNAL', error instanceof Error ? error.name : undefined, { cause: error });
+    writeLine(io.stderr, errorLine(failure));
+    if (json) {
+      writeLine(io.stdout, JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message }, exitCode: failure.exitCode }));
+    }
+    return failure.exitCode;
+  }
+}

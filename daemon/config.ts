@@ -1,0 +1,200 @@
+/**
+ * tpmvscd's configuration: command-line flags, each with an environment equivalent (flags win).
+ *
+ *   tpmvscd [options]                                   run the daemon
+ *   tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
+ *   tpmvscd --help
+ */
+import { DEFAULT_CONTROL_SOCKET } from '../common/control_protocol.js';
+import { TpmvscError } from '../common/errors.js';
+
+export const DEFAULTS = {
+  tcti: 'device:/dev/tpmrm0',
+  stateDir: '/var/lib/tpmvsc',
+  socketPath: DEFAULT_CONTROL_SOCKET,
+  vpcdHost: '127.0.0.1',
+  /** vpcd's own port, 0x8C7B. */
+  vpcdPort: 35963,
+  readers: 10,
+  readerName: 'TPM Virtual Smart Card',
+} as const;
+
+/** pcscd handles at most 16 readers. */
+export const MAX_READERS = 16;
+
+/** Where the first reader's vpcd listens; reader n is on port + n. Loopback only. */
+export interface VpcdAddress {
+  host: string;
+  port: number;
+}
+
+/** Options shared by the daemon and register-readers: the reader pool. */
+export interface PoolConfig {
+  vpcd: VpcdAddress;
+  /** Pool size, 1..16. */
+  readers: number;
+  /** pcscd FRIENDLYNAME base of the readers. */
+  readerName: string;
+}
+
+export interface RunConfig extends PoolConfig {
+  command: 'run';
+  /** TPM transport, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321. */
+  tcti: string;
+  stateDir: string;
+  socketPath: string;
+}
+
+export interface RegisterReadersConfig extends PoolConfig {
+  command: 'register-readers';
+  /** Where the pcscd reader configuration goes (e.g. /etc/reader.conf.d). */
+  confDir: string;
+  /** Where the copies of the vpcd driver go. */
+  driverDir: string;
+}
+
+export interface HelpConfig {
+  command: 'help';
+}
+
+export type DaemonConfig = RunConfig | RegisterReadersConfig | HelpConfig;
+
+export const DAEMON_HELP = `tpmvscd: TPM virtual smart card daemon
+
+Usage:
+  tpmvscd [options]
+  tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
+  tpmvscd --help
+
+Options (each also read from the environment variable shown; the flag wins):
+  --tcti SPEC          TPMVSC_TCTI         TPM transport (default ${DEFAULTS.tcti})
+  --state-dir DIR      TPMVSC_STATE_DIR    card state, sealed by the TPM (default ${DEFAULTS.stateDir})
+  --socket PATH        TPMVSC_SOCKET       control socket for tpmvscmgr (default ${DEFAULTS.socketPath})
+
+Pool options (daemon and register-readers):
+  --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback
+                                           addresses only (default ${DEFAULTS.vpcdHost}:${DEFAULTS.vpcdPort})
+  --readers N          TPMVSC_READERS      number of readers, 1..${MAX_READERS} (default ${DEFAULTS.readers})
+  --reader-name NAME   TPMVSC_READER_NAME  reader friendly name (default "${DEFAULTS.readerName}")
+
+register-readers writes pcscd's reader configuration for the pool into --conf-dir and copies of
+the vpcd driver into --driver-dir, then exits; restart pcscd afterwards.
+`;
+
+function usage(detail: string): TpmvscError {
+  return new TpmvscError('USAGE', detail);
+}
+
+type FlagName = 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir';
+
+const ENVIRONMENT: Partial<Record<FlagName, string>> = {
+  tcti: 'TPMVSC_TCTI',
+  'state-dir': 'TPMVSC_STATE_DIR',
+  socket: 'TPMVSC_SOCKET',
+  vpcd: 'TPMVSC_VPCD',
+  readers: 'TPMVSC_READERS',
+  'reader-name': 'TPMVSC_READER_NAME',
+};
+
+const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name'];
+const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'conf-dir', 'driver-dir'];
+
+/** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
+export function parseVpcdAddress(text: string, source: string): VpcdAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text.trim());
+  if (!match) throw usage(`${source} must be HOST:PORT, e.g. 127.0.0.1:35963`);
+  const rawHost = (match[1] ?? match[2]!).toLowerCase();
+  const port = Number(match[3]);
+  if (port < 1 || port > 65535) throw usage(`${source} port must be 1..65535`);
+  const ipv4Loopback = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(rawHost);
+  let host: string;
+  if (rawHost === 'localhost') host = '127.0.0.1';
+  else if (rawHost === '::1') host = '::1';
+  else if (ipv4Loopback && ipv4Loopback.slice(1).every((octet) => Number(octet) <= 255)) host = rawHost;
+  else throw usage(`${source} must be a loopback address (127.0.0.1, localhost or [::1]): vpcd must not be reachable from the network`);
+  return { host, port };
+}
+
+function parseReaders(text: string, source: string): number {
+  if (!/^\d{1,2}$/.test(text.trim()) || Number(text) < 1 || Number(text) > MAX_READERS) {
+    throw usage(`${source} must be a number of readers from 1 to ${MAX_READERS}`);
+  }
+  return Number(text);
+}
+
+function parseReaderName(text: string, source: string): string {
+  // pcscd's reader.conf FRIENDLYNAME is a quoted string; pcscd adds " 00 0n" to it.
+  if (!/^[\x20-\x7e]{1,40}$/.test(text) || text.includes('"') || text.trim() !== text) {
+    throw usage(`${source} must be 1 to 40 printable ASCII characters without quotes or surrounding spaces`);
+  }
+  return text;
+}
+
+function requireValue(text: string, source: string): string {
+  if (text.length === 0) throw usage(`${source} needs a value`);
+  return text;
+}
+
+/**
+ * Reads the daemon's configuration from argv (without node and the script) and the environment.
+ * Throws TpmvscError('USAGE') naming the fix.
+ */
+export function parseDaemonArguments(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
+  let tokens = [...argv];
+  let command: 'run' | 'register-readers' = 'run';
+  if (tokens[0] === 'register-readers') {
+    command = 'register-readers';
+    tokens = tokens.slice(1);
+  }
+  const allowed = command === 'run' ? RUN_FLAGS : REGISTER_FLAGS;
+  const flags = new Map<FlagName, { value: string; source: string }>();
+  for (let index = 0; index < tokens.length; index += 1) {
+    const token = tokens[index]!;
+    if (token === '--help' || token === '-h') return { command: 'help' };
+    if (!token.startsWith('--')) throw usage(`unexpected argument "${token.slice(0, 60)}" (see tpmvscd --help)`);
+    const equals = token.indexOf('=');
+    const name = (equals >= 0 ? token.slice(2, equals) : token.slice(2)) as FlagName;
+    if (!allowed.includes(name)) throw usage(`unknown option --${name.slice(0, 40)} for ${command === 'run' ? 'tpmvscd' : 'register-readers'} (see tpmvscd --help)`);
+    if (flags.has(name)) throw usage(`--${name} is given more than once`);
+    let value: string | undefined;
+    if (equals >= 0) value = token.slice(equals + 1);
+    else {
+      value = tokens[index + 1];
+      index += 1;
+      if (value === undefined || value.startsWith('--')) throw usage(`--${name} needs a value`);
+    }
+    flags.set(name, { value: requireValue(value, `--${name}`), source: `--${name}` });
+  }
+  const setting = (name: FlagName): { value: string; source: string } | undefined => {
+    const flag = flags.get(name);
+    if (flag) return flag;
+    const variable = ENVIRONMENT[name];
+    const fromEnv = variable === undefined ? undefined : env[variable];
+    return fromEnv === undefined || fromEnv === '' ? undefined : { value: fromEnv, source: variable! };
+  };
+
+  const vpcdSetting = setting('vpcd');
+  const readersSetting = setting('readers');
+  const nameSetting = setting('reader-name');
+  const pool: PoolConfig = {
+    vpcd: vpcdSetting ? parseVpcdAddress(vpcdSetting.value, vpcdSetting.source) : { host: DEFAULTS.vpcdHost, port: DEFAULTS.vpcdPort },
+    readers: readersSetting ? parseReaders(readersSetting.value, readersSetting.source) : DEFAULTS.readers,
+    readerName: nameSetting ? parseReaderName(nameSetting.value, nameSetting.source) : DEFAULTS.readerName,
+  };
+  if (pool.vpcd.port + pool.readers - 1 > 65535) throw usage('the vpcd port plus the number of readers goes past port 65535');
+
+  if (command === 'register-readers') {
+    const confDir = flags.get('conf-dir')?.value;
+    const driverDir = flags.get('driver-dir')?.value;
+    if (confDir === undefined) throw usage('register-readers needs --conf-dir DIR (e.g. /etc/reader.conf.d)');
+    if (driverDir === undefined) throw usage('register-readers needs --driver-dir DIR (e.g. /usr/lib/tpmvsc/drivers)');
+    return { command, ...pool, confDir, driverDir };
+  }
+  return {
+    command,
+    ...pool,
+    tcti: setting('tcti')?.value ?? DEFAULTS.tcti,
+    stateDir: setting('state-dir')?.value ?? DEFAULTS.stateDir,
+    socketPath: setting('socket')?.value ?? DEFAULTS.socketPath,
+  };
+}

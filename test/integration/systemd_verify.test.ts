@@ -1,0 +1,95 @@
+/**
+ * The systemd files pass systemd's own checks: `systemd-analyze verify` on tpmvscd.service and
+ * on pcscd.service with our drop-in (no warning allowed), sysusers creating the user and group
+ * in a scratch root, and tmpfiles creating the directories there with the right modes.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { REPO_ROOT } from './cli_test_daemon.js';
+
+const SYSTEMD = join(REPO_ROOT, 'systemd');
+
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const result = spawnSync(command, args, { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { code: result.status, output: `${result.stdout ?? ''}${result.stderr ?? ''}`.trim() };
+}
+
+test('systemd-analyze verify accepts tpmvscd.service and the pcscd drop-in without a warning', async (t) => {
+  t.true(existsSync('/usr/bin/systemd-analyze'), 'systemd-analyze is missing: apt-get install systemd (scripts/setup.sh does)');
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-units-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // ExecStart must resolve: point it at an executable in the temp copy.
+  const fakeDaemon = join(dir, 'tpmvscd');
+  await writeFile(fakeDaemon, '#!/bin/sh\nexit 0\n');
+  await chmod(fakeDaemon, 0o755);
+  const unit = await readFile(join(SYSTEMD, 'tpmvscd.service'), 'utf8');
+  t.regex(unit, /^ExecStart=\/usr\/bin\/tpmvscd$/m);
+  await writeFile(join(dir, 'tpmvscd.service'), unit.replace(/^ExecStart=.*$/m, `ExecStart=${fakeDaemon}`));
+  await mkdir(join(dir, 'pcscd.service.d'));
+  await copyFile(join(SYSTEMD, 'pcscd.service.d', 'tpmvsc.conf'), join(dir, 'pcscd.service.d', 'tpmvsc.conf'));
+  await copyFile('/lib/systemd/system/pcscd.service', join(dir, 'pcscd.service'));
+
+  // The trailing ':' keeps the system's unit path after ours (for pcscd.socket, multi-user.target...).
+  const verified = run('systemd-analyze', ['verify', join(dir, 'tpmvscd.service'), join(dir, 'pcscd.service')], { SYSTEMD_UNIT_PATH: `${dir}:` });
+  t.is(verified.code, 0, verified.output);
+  t.is(verified.output, '', 'systemd-analyze printed warnings');
+
+  // The check is real: a misspelt key in the drop-in is reported.
+  await writeFile(join(dir, 'pcscd.service.d', 'tpmvsc.conf'), '[Service]\nIPAddressDenny=any\n');
+  const broken = run('systemd-analyze', ['verify', join(dir, 'pcscd.service')], { SYSTEMD_UNIT_PATH: `${dir}:` });
+  t.regex(broken.output, /Unknown key 'IPAddressDenny'/);
+});
+
+test('sysusers creates user and group tpmvsc; tmpfiles creates the state and runtime directories', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'tpmvsc-root-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  await mkdir(join(root, 'etc'));
+  const sysusers = run('systemd-sysusers', [`--root=${root}`, join(SYSTEMD, 'sysusers.d', 'tpmvsc.conf')]);
+  t.is(sysusers.code, 0, sysusers.output);
+  const passwd = await readFile(join(root, 'etc', 'passwd'), 'utf8');
+  const group = await readFile(join(root, 'etc', 'group'), 'utf8');
+  t.regex(passwd, /^tpmvsc:x:\d+:\d+:TPM virtual smart card daemon:\/var\/lib\/tpmvsc:\/usr\/sbin\/nologin$/m);
+  t.regex(group, /^tpmvsc:x:\d+:/m);
+
+  const tmpfiles = run('systemd-tmpfiles', [`--root=${root}`, '--create', join(SYSTEMD, 'tmpfiles.d', 'tpmvsc.conf')]);
+  t.is(tmpfiles.code, 0, tmpfiles.output);
+  t.is((await stat(join(root, 'var', 'lib', 'tpmvsc'))).mode & 0o777, 0o700);
+  t.is((await stat(join(root, 'run', 'tpmvsc'))).mode & 0o777, 0o750);
+});
+
+test('the daemon unit carries the hardening the design relies on', async (t) => {
+  const unit = await readFile(join(SYSTEMD, 'tpmvscd.service'), 'utf8');
+  for (const line of [
+    'User=tpmvsc',
+    'SupplementaryGroups=tss',
+    'StateDirectory=tpmvsc',
+    'StateDirectoryMode=0700',
+    'RuntimeDirectory=tpmvsc',
+    'RuntimeDirectoryMode=0750',
+    'ProtectSystem=strict',
+    'ProtectHome=yes',
+    'NoNewPrivileges=yes',
+    'PrivateTmp=yes',
+    'PrivateDevices=no',
+    'DeviceAllow=/dev/tpmrm0 rw',
+    'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+    'IPAddressDeny=any',
+    'IPAddressAllow=localhost',
+    'CapabilityBoundingSet=',
+    'SystemCallFilter=@system-service',
+    'UMask=0077',
+    'Restart=on-failure',
+    'After=pcscd.service',
+    'Wants=pcscd.service',
+  ]) {
+    t.true(unit.split('\n').includes(line), line);
+  }
+  t.false(/^ProtectProc=invisible/m.test(unit), 'the peer check reads /proc/<pid>/status');
+  const dropIn = await readFile(join(SYSTEMD, 'pcscd.service.d', 'tpmvsc.conf'), 'utf8');
+  t.regex(dropIn, /^IPAddressDeny=any$/m);
+  t.regex(dropIn, /^IPAddressAllow=localhost$/m);
+});

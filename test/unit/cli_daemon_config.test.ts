@@ -1,0 +1,71 @@
+import test from 'ava';
+import { TpmvscError } from '../../common/errors.js';
+import { DAEMON_HELP, DEFAULTS, parseDaemonArguments } from '../../daemon/config.js';
+
+test('defaults', (t) => {
+  t.deepEqual(parseDaemonArguments([], {}), {
+    command: 'run',
+    tcti: 'device:/dev/tpmrm0',
+    stateDir: '/var/lib/tpmvsc',
+    socketPath: '/run/tpmvsc/control.sock',
+    vpcd: { host: '127.0.0.1', port: 35963 },
+    readers: 10,
+    readerName: 'TPM Virtual Smart Card',
+  });
+});
+
+test('environment, overridden by flags', (t) => {
+  const env = { TPMVSC_TCTI: 'swtpm:port=2321', TPMVSC_STATE_DIR: '/tmp/s', TPMVSC_SOCKET: '/tmp/c.sock', TPMVSC_VPCD: 'localhost:40000', TPMVSC_READERS: '4', TPMVSC_READER_NAME: 'Env Name' };
+  t.like(parseDaemonArguments([], env), { tcti: 'swtpm:port=2321', stateDir: '/tmp/s', socketPath: '/tmp/c.sock', vpcd: { host: '127.0.0.1', port: 40000 }, readers: 4, readerName: 'Env Name' });
+  t.like(parseDaemonArguments(['--readers', '16', '--vpcd=127.0.0.2:1000', '--reader-name', 'Flag Name', '--tcti', 'device:/dev/tpm0'], env), {
+    readers: 16,
+    vpcd: { host: '127.0.0.2', port: 1000 },
+    readerName: 'Flag Name',
+    tcti: 'device:/dev/tpm0',
+  });
+});
+
+test('register-readers', (t) => {
+  t.deepEqual(parseDaemonArguments(['register-readers', '--conf-dir', '/etc/reader.conf.d', '--driver-dir', '/usr/lib/tpmvsc/drivers', '--readers', '2'], {}), {
+    command: 'register-readers',
+    confDir: '/etc/reader.conf.d',
+    driverDir: '/usr/lib/tpmvsc/drivers',
+    readers: 2,
+    vpcd: { host: DEFAULTS.vpcdHost, port: DEFAULTS.vpcdPort },
+    readerName: DEFAULTS.readerName,
+  });
+});
+
+test('--help', (t) => {
+  t.deepEqual(parseDaemonArguments(['--help'], {}), { command: 'help' });
+  for (const flag of ['--tcti', '--state-dir', '--socket', '--vpcd', '--readers', '--reader-name', 'register-readers', 'TPMVSC_VPCD']) t.true(DAEMON_HELP.includes(flag), flag);
+});
+
+const refused: Array<{ name: string; argv: string[]; env?: Record<string, string>; want: RegExp }> = [
+  { name: 'non-loopback vpcd host', argv: ['--vpcd', '0.0.0.0:35963'], want: /loopback/ },
+  { name: 'remote vpcd host', argv: ['--vpcd', '192.168.1.10:35963'], want: /loopback/ },
+  { name: 'hostname', argv: ['--vpcd', 'example.com:35963'], want: /loopback/ },
+  { name: 'non-loopback vpcd from env', argv: [], env: { TPMVSC_VPCD: '10.0.0.1:1' }, want: /TPMVSC_VPCD must be a loopback/ },
+  { name: 'vpcd without port', argv: ['--vpcd', '127.0.0.1'], want: /HOST:PORT/ },
+  { name: 'vpcd port 0', argv: ['--vpcd', '127.0.0.1:0'], want: /port must be 1..65535/ },
+  { name: 'readers 0', argv: ['--readers', '0'], want: /1 to 16/ },
+  { name: 'readers 17', argv: ['--readers', '17'], want: /1 to 16/ },
+  { name: 'readers from env', argv: [], env: { TPMVSC_READERS: 'ten' }, want: /TPMVSC_READERS must be/ },
+  { name: 'ports past 65535', argv: ['--vpcd', '127.0.0.1:65530', '--readers', '10'], want: /past port 65535/ },
+  { name: 'reader name with a quote', argv: ['--reader-name', 'a"b'], want: /without quotes/ },
+  { name: 'unknown flag', argv: ['--frob'], want: /unknown option --frob/ },
+  { name: 'register flag on run', argv: ['--conf-dir', '/x'], want: /unknown option --conf-dir for tpmvscd/ },
+  { name: 'missing value', argv: ['--tcti'], want: /--tcti needs a value/ },
+  { name: 'duplicate', argv: ['--readers', '1', '--readers', '2'], want: /more than once/ },
+  { name: 'stray word', argv: ['run'], want: /unexpected argument "run"/ },
+  { name: 'register-readers without --conf-dir', argv: ['register-readers', '--driver-dir', '/d'], want: /needs --conf-dir/ },
+  { name: 'register-readers without --driver-dir', argv: ['register-readers', '--conf-dir', '/c'], want: /needs --driver-dir/ },
+];
+
+for (const row of refused) {
+  test(`refused: ${row.name}`, (t) => {
+    const error = t.throws(() => parseDaemonArguments(row.argv, row.env ?? {}), { instanceOf: TpmvscError });
+    t.is(error?.code, 'USAGE');
+    t.regex(error?.detail ?? '', row.want);
+  });
+}
