@@ -11,7 +11,7 @@ DEBIAN_PACKAGES=(
   # the TPM: a software TPM for tests and for machines without one, and tpm2-tools for interop checks
   swtpm swtpm-tools tpm2-tools gnutls-bin
   # real clients the end-to-end tests drive
-  opensc pcsc-tools yubico-piv-tool ykcs11 python3-ykman python3-pyscard
+  opensc pcsc-tools yubico-piv-tool ykcs11 python3-ykman yubikey-manager python3-pyscard
   libengine-pkcs11-openssl libnss3-tools openssh-server openssh-client p11-kit
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools
   # isolation and service checks

@@ -11,11 +11,16 @@
 import { createECDH, createHash, randomBytes } from 'node:crypto';
 import {
   TPM_ALG,
+  TPM_CC,
   TPM_RH,
   RC,
   TpmError,
+  ecdsaSignatureToDer,
   isAuthFail,
   isLockout,
+  objectName,
+  parsePublic2b,
+  permanent,
   type EccPublic,
   type KeyBlob,
   type LoadedObject,
@@ -23,6 +28,7 @@ import {
   type Tpm,
   type TpmEntity,
   type TpmPublic,
+  type Signature,
 } from '../tpm/index.js';
 import type {
   CheckResult,
@@ -38,6 +44,7 @@ import type {
 } from '../applet/key_vault.js';
 import { DEFAULT_PIN, DEFAULT_PUK } from '../common/pin_rules.js';
 import { normaliseHash, ecdsaSignatureDer } from './ecdsa_encoding.js';
+import { aikTemplate, CERTIFY_POLICY_DIGEST, type AttestationKeyPublic, type EndorsementKeySource, type KeyCertification } from './attestation_key.js';
 import { boxEphemeralPoint, KEY_AUTH_BYTES, openKeyAuth, sealKeyAuth } from './key_auth_box.js';
 import { CURVES, RSA_MODULUS_BYTES, cardParentTemplate, keyTemplate, sealedTemplate, wrapKeyTemplate } from './key_templates.js';
 import { LoadedObjects } from './loaded_objects.js';
@@ -71,6 +78,8 @@ export interface TpmVaultOptions {
   defaultPuk?: Uint8Array;
 }
 
+/** Tries of a new card and after RESET (Windows virtual smart cards: 5 PIN, 5 PUK). */
+const DEFAULT_TRIES = 5;
 const SECRET_BYTES = 32;
 const SALT_BYTES = 16;
 const MAX_SECRET_LENGTH = 255;
@@ -202,8 +211,8 @@ export class TpmVault implements KeyVault {
     checkSecretValue(init.pin, 'PIN');
     if (init.puk !== undefined) checkSecretValue(init.puk, 'PUK');
     checkManagementKey(init.managementKey);
-    const pinTries = init.pinTries ?? 5;
-    const pukTries = init.pukTries ?? 5;
+    const pinTries = init.pinTries ?? DEFAULT_TRIES;
+    const pukTries = init.pukTries ?? DEFAULT_TRIES;
     checkTries(pinTries, 'PIN');
     checkTries(pukTries, 'PUK');
     const objects = LoadedObjects.for(tpm, options.cacheCapacity);
@@ -541,6 +550,116 @@ export class TpmVault implements KeyVault {
     });
   }
 
+  // --- attestation (attestation_key.ts) -----------------------------------------------------
+
+  /** Creates the card's attestation identity key (AIK) under the card parent, once per card. */
+  async createAttestationKey(): Promise<AttestationKeyPublic> {
+    return this.run('cannot create the attestation key', async () => {
+      if (this.vaultState.aik !== undefined) throw new VaultError('BAD_STATE', 'the card already has an attestation key');
+      const blob = await this.objects.withRoom(() => this.tpm.create(this.parent, aikTemplate(), {}, { session: 'salted' }));
+      this.vaultState.aik = encodeWrapped(blob);
+      return { public: blob.public, publicArea: blob.publicArea, name: blob.name };
+    });
+  }
+
+  /** The AIK's public part; undefined for a card created without /attestation. */
+  attestationKey(): AttestationKeyPublic | undefined {
+    if (this.vaultState.aik === undefined) return undefined;
+    const wrapped = decodeWrapped(this.vaultState.aik);
+    const publicArea = parsePublic2b(wrapped.public);
+    return { public: wrapped.public, publicArea, name: objectName(publicArea) };
+  }
+
+  /**
+   * Signs `data` with the restricted AIK: TPM2_Hash (which refuses data starting with
+   * TPM_GENERATED_VALUE, so nothing can pass for a TPM-made structure) gives the ticket
+   * that TPM2_Sign demands. Returns a DER ECDSA-SHA256 signature. At most 1024 bytes
+   * (the TPM's MAX_DIGEST_BUFFER).
+   */
+  async signWithAttestationKey(data: Uint8Array): Promise<Uint8Array> {
+    if (!(data instanceof Uint8Array) || data.length === 0 || data.length > 1024) {
+      throw new VaultError('BAD_INPUT', 'data to sign with the attestation key must be 1 to 1024 bytes');
+    }
+    return this.run('attestation key signature failed', () =>
+      this.withAttestationKey(async (aik) => {
+        const { digest, validation } = await this.tpm.hash(data, TPM_ALG.SHA256, TPM_RH.OWNER);
+        const signature = await this.tpm.sign(aik, digest, { scheme: TPM_ALG.ECDSA, hash: TPM_ALG.SHA256 }, { validation, session: 'salted' });
+        return ecdsaSignatureToDer(signature);
+      }),
+    );
+  }
+
+  /**
+   * TPM2_Certify of a generated card key by the AIK, through the key's certify-only policy
+   * (no PIN needed). `qualifyingData` becomes the attestation's extraData.
+   */
+  async certifyKey(key: KeyRecord, qualifyingData: Uint8Array): Promise<KeyCertification> {
+    if (key?.origin !== 'generated') throw new VaultError('BAD_INPUT', 'only keys generated in the TPM can be certified');
+    const wrapped = decodeWrapped(key.wrapped);
+    const keyPublic = parsePublic2b(wrapped.public);
+    if (Buffer.compare(keyPublic.authPolicy, CERTIFY_POLICY_DIGEST) !== 0) {
+      throw new VaultError('BAD_STATE', 'the key was generated without the certify policy (regenerate it to attest it)');
+    }
+    return this.run('key certification failed', async () => {
+      // swtpm has 3 object slots: SRK + AIK + key, so the key is loaded first, saved, and
+      // brought back with ContextLoad (which, unlike Load, needs no slot for the parent).
+      const context = await this.objects.with(this.parent, wrapped, undefined, (object) => this.tpm.contextSave(object.handle));
+      return this.withAttestationKey(async (aik) => {
+        const handle = await this.objects.withRoom(() => this.tpm.contextLoad(context));
+        const session = await this.tpm.startPolicySession();
+        try {
+          await this.tpm.policyCommandCode(session, TPM_CC.Certify);
+          const object = { handle, name: objectName(keyPublic) };
+          const { attest, signature } = await this.tpm.certify(object, aik, qualifyingData, { scheme: TPM_ALG.ECDSA, hash: TPM_ALG.SHA256 }, {
+            objectAuth: { session },
+            signAuth: { session: 'salted' },
+          });
+          return { keyPublic, attest: attest.raw, signature: signatureOf(signature) };
+        } finally {
+          await this.tpm.flushContext(session.handle).catch(() => undefined);
+          await this.tpm.flushContext(handle).catch(() => undefined);
+        }
+      });
+    });
+  }
+
+  /**
+   * TPM2_ActivateCredential: releases a CA's credential if the CA encrypted it to this
+   * TPM's endorsement key for this card's AIK. The EK is used through a
+   * PolicySecret(TPM_RH_ENDORSEMENT) session (TCG EK profile).
+   */
+  async activateCredential(endorsement: EndorsementKeySource, credentialBlob: Uint8Array, secret: Uint8Array): Promise<Uint8Array> {
+    return this.run('credential activation failed', () =>
+      this.withAttestationKey(async (aik) => {
+        let ek: TpmEntity;
+        let transient: number | undefined;
+        if ('handle' in endorsement) {
+          ek = { handle: endorsement.handle, name: (await this.tpm.readPublic(endorsement.handle)).name };
+        } else {
+          const primary = await this.objects.withRoom(() =>
+            this.tpm.createPrimary(TPM_RH.ENDORSEMENT, endorsement.template, undefined, { auth: endorsement.endorsementAuth ?? new Uint8Array(0) }),
+          );
+          ek = primary;
+          transient = primary.handle;
+        }
+        const session = await this.tpm.startPolicySession();
+        try {
+          await this.tpm.policySecret(session, permanent(TPM_RH.ENDORSEMENT), { auth: endorsement.endorsementAuth ?? new Uint8Array(0) });
+          return await this.tpm.activateCredential(aik, ek, credentialBlob, secret, { activateAuth: { session: 'salted' }, keyAuth: { session } });
+        } finally {
+          await this.tpm.flushContext(session.handle).catch(() => undefined);
+          if (transient !== undefined) await this.tpm.flushContext(transient).catch(() => undefined);
+        }
+      }),
+    );
+  }
+
+  /** Loads the AIK (not cached), runs `use`, flushes it. Call inside run(). */
+  private async withAttestationKey<T>(use: (aik: LoadedObject) => Promise<T>): Promise<T> {
+    if (this.vaultState.aik === undefined) throw new VaultError('BAD_STATE', 'the card has no attestation key');
+    return this.objects.with(this.parent, decodeWrapped(this.vaultState.aik), undefined, use);
+  }
+
   // --- whole card ------------------------------------------------------------------------
 
   async resetCard(pin: Uint8Array, puk: Uint8Array | undefined, managementKey: ManagementKey): Promise<void> {
@@ -556,7 +675,7 @@ export class TpmVault implements KeyVault {
       const parent = await createCardParent(this.tpm, this.objects, this.options);
       let provisioned: Provisioned;
       try {
-        provisioned = await provision(this.tpm, this.objects, parent, pin, puk, managementKey, { pinTries: old.pinTotal, pukTries: old.pukTotal }, this.options, new Set([oldCounters.nvIndex]));
+        provisioned = await provision(this.tpm, this.objects, parent, pin, puk, managementKey, { pinTries: DEFAULT_TRIES, pukTries: DEFAULT_TRIES }, this.options, new Set([oldCounters.nvIndex]));
       } catch (e) {
         await evictQuietly(this.tpm, parent, this.options);
         throw e;
@@ -732,6 +851,11 @@ export class TpmVault implements KeyVault {
       z.fill(0);
     }
   }
+}
+
+function signatureOf(signature: Signature): Uint8Array {
+  if (signature.sigAlg !== TPM_ALG.ECDSA) throw new VaultError('TPM', 'the attestation key made a signature of another kind');
+  return ecdsaSignatureToDer(signature);
 }
 
 function checkAlgorithm(algorithm: unknown): asserts algorithm is KeyAlgorithm {

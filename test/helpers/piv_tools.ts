@@ -1,0 +1,117 @@
+/**
+ * Helpers for end-to-end tests that drive the cards with real PIV clients
+ * (yubico-piv-tool, ykman, openssl) on a stack from ./stack.ts.
+ *
+ *   const stack = await startStack({ readers: 2 });
+ *   await relaxTpmLockout(stack);           // before any wrong-PIN test
+ *   const out = await pivTool(stack, readerName(0), ['-a', 'status']);
+ */
+import { createCipheriv, createDecipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runProgram, type CommandResult, type Stack } from './stack.js';
+import type { PcscConnection } from './pcsc_client.js';
+
+export const DEFAULT_PIN = '12345678';
+export const DEFAULT_PUK = '12345678';
+export const DEFAULT_MANAGEMENT_KEY = '010203040506070801020304050607080102030405060708';
+export const CREATE_WITH_PUK = ['create', '/name', 'E2E', '/AdminKey', 'DEFAULT', '/PIN', 'DEFAULT', '/PUK', 'DEFAULT', '/generate'];
+export const CREATE_WITHOUT_PUK = ['create', '/name', 'E2E', '/AdminKey', 'DEFAULT', '/PIN', 'DEFAULT', '/generate'];
+
+/**
+ * PC/SC name of card slot n: vpcd gives every port two readers, "<name> <port> 00 0<i>".
+ * (So a bare 'TPM Virtual' matches at least two readers: ykman refuses such a filter.)
+ */
+export function readerName(slot: number): string {
+  return `TPM Virtual Smart Card ${Math.floor(slot / 2)} 00 0${slot % 2}`;
+}
+
+/** Runs yubico-piv-tool on one reader. */
+export function pivTool(stack: Stack, reader: string, args: string[], input?: string): Promise<CommandResult> {
+  return stack.run('yubico-piv-tool', ['-r', reader, ...args], input === undefined ? {} : { input });
+}
+
+/** Runs ykman piv on one reader. */
+export function ykmanPiv(stack: Stack, reader: string, args: string[], input?: string): Promise<CommandResult> {
+  return stack.run('ykman', ['--reader', reader, 'piv', ...args], { timeoutMs: 90_000, ...(input === undefined ? {} : { input }) });
+}
+
+/**
+ * swtpm's dictionary-attack defaults (3 failures, 1000 s recovery) put the whole TPM in
+ * lockout long before a card's own 5-try counter runs out; the vault then answers
+ * "lockout" (6983) without counting. Windows configures its TPM with 32 tries / 10 min:
+ * do the same here so the card counter is what a wrong-PIN test observes. The daemon
+ * holds swtpm's only TCP connection, so it is stopped around the tpm2-tools call.
+ */
+export async function relaxTpmLockout(stack: Stack, maxTries = 64): Promise<void> {
+  await stack.stopDaemon();
+  try {
+    const result = await runProgram('tpm2_dictionarylockout', ['-T', stack.swtpm.tcti, '-s', '-c', '-n', String(maxTries), '-t', '60', '-l', '60']);
+    if (result.code !== 0) throw new Error(`tpm2_dictionarylockout failed: ${result.stderr}`);
+  } finally {
+    await stack.startDaemon();
+  }
+}
+
+/** A temporary directory removed by the returned cleanup. */
+export async function tempDir(): Promise<{ path: string; cleanup: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), 'tpmvsc-e2e-'));
+  return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Verifies a self-signed certificate's own signature with openssl (-check_ss_sig: by
+ * default openssl trusts a self-signed anchor without checking its signature).
+ */
+export async function verifySelfSigned(dir: string, certificatePem: string, name: string): Promise<CommandResult> {
+  const path = join(dir, `${name}.pem`);
+  await writeFile(path, certificatePem);
+  return runProgram('openssl', ['verify', '-check_ss_sig', '-CAfile', path, path]);
+}
+
+/** The SubjectPublicKeyInfo of a certificate, as PEM. */
+export async function certificatePublicKey(dir: string, certificatePem: string, name: string): Promise<string> {
+  const path = join(dir, `${name}.crt.pem`);
+  await writeFile(path, certificatePem);
+  return (await runProgram('openssl', ['x509', '-in', path, '-noout', '-pubkey'])).stdout;
+}
+
+/** "PIN tries left: n" from yubico-piv-tool -a status. */
+export function pinTriesLeft(status: string): number | undefined {
+  const match = /PIN tries left:\s+(\d+)/.exec(status);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** Sends one APDU given in hex; returns the status word and the data in hex. */
+export async function sendApdu(connection: PcscConnection, hex: string): Promise<{ sw: string; data: Buffer }> {
+  const response = await connection.transmit(Buffer.from(hex.replace(/\s+/g, ''), 'hex'));
+  return { sw: response.subarray(-2).toString('hex').toUpperCase(), data: response.subarray(0, -2) };
+}
+
+/**
+ * PIV management-key (9B) mutual authentication with a 3DES key (SP 800-73-4 Part 2
+ * §3.2.4, alg 03). Returns true when the card accepted us and proved it knows the key.
+ *
+ *   -> 7C 02 80 00                       <- 7C 0A 80 08 E(witness)
+ *   -> 7C 14 80 08 witness 81 08 chal    <- 7C 0A 82 08 E(chal)
+ */
+export async function authenticateManagementKey(connection: PcscConnection, keyHex: string): Promise<boolean> {
+  const key = Buffer.from(keyHex, 'hex');
+  const first = await sendApdu(connection, '0087039B047C028000');
+  if (first.sw !== '9000' || first.data.length !== 12) return false;
+  const decipher = createDecipheriv('des-ede3-ecb', key, null).setAutoPadding(false);
+  const witness = Buffer.concat([decipher.update(first.data.subarray(4, 12)), decipher.final()]);
+  const challenge = randomBytes(8);
+  const body = Buffer.concat([Buffer.from('7C148008', 'hex'), witness, Buffer.from('8108', 'hex'), challenge]);
+  const second = await sendApdu(connection, `0087039B${body.length.toString(16).padStart(2, '0')}${body.toString('hex')}`);
+  if (second.sw !== '9000' || second.data.length !== 12) return false;
+  const cipher = createCipheriv('des-ede3-ecb', key, null).setAutoPadding(false);
+  const expected = Buffer.concat([cipher.update(challenge), cipher.final()]);
+  return timingSafeEqual(expected, second.data.subarray(4, 12));
+}
+
+/** A PIN as VERIFY / RESET RETRY COUNTER data: ASCII padded with FF to 8 bytes. */
+export function paddedPin(pin: string): string {
+  return Buffer.concat([Buffer.from(pin, 'ascii'), Buffer.alloc(Math.max(0, 8 - pin.length), 0xff)]).toString('hex');
+}
