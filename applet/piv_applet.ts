@@ -4,8 +4,9 @@
  * Per command: parse (apdu.ts) -> CLA check -> GET RESPONSE or command chaining
  * (chaining.ts) -> dispatch on INS to one handler (instructions/) -> save the new
  * state through the CardStore BEFORE answering success -> fit the answer to Le
- * (61xx response chaining, 6Cxx for a side-effect-free command asked with too
- * small an Le). A handler's failure drops its draft state and undoes its vault
+ * (the first Ne bytes with 61xx, the rest through GET RESPONSE: OpenSC reads the
+ * first 8 bytes of a data object to learn its length and cannot re-send on a 6Cxx
+ * asking for more than its buffer). A handler's failure drops its draft state and undoes its vault
  * changes; a failed save answers 6581 and does the same, so the stored and the
  * in-memory state are always the state before or after a command.
  *
@@ -40,7 +41,7 @@ import { verify } from './instructions/verify.js';
 import type { KeyAttestor } from './key_attestor.js';
 import type { KeyVault } from './key_vault.js';
 import { cloneState, type PivCardState } from './piv_state.js';
-import { CardError, SW, wrongLe, type StatusWord } from './status_words.js';
+import { CardError, SW, type StatusWord } from './status_words.js';
 
 /** The dispatch table: one handler per INS. */
 export const INSTRUCTIONS: ReadonlyMap<number, Instruction> = new Map(
@@ -201,15 +202,6 @@ export class PivApplet implements SmartCard {
 
     const { sw, data } = await this.execute(instruction, whole);
     if (sw !== SW.SUCCESS) return responseApdu(sw);
-    if (
-      instruction.readOnly &&
-      !whole.extended &&
-      whole.ne !== undefined &&
-      whole.ne < data.length &&
-      data.length <= 256
-    ) {
-      return responseApdu(wrongLe(data.length));
-    }
     return this.responseChain.deliver(data, sw, whole);
   }
 
