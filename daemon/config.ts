@@ -43,7 +43,11 @@ export interface RunConfig extends PoolConfig {
   tcti: string;
   stateDir: string;
   socketPath: string;
+  /** What to do with a TPM whose dictionary-attack policy is stricter than the cards need. */
+  tpmLockout: TpmLockoutMode;
 }
+
+export type TpmLockoutMode = 'windows' | 'keep';
 
 export interface RegisterReadersConfig extends PoolConfig {
   command: 'register-readers';
@@ -70,6 +74,11 @@ Options (each also read from the environment variable shown; the flag wins):
   --tcti SPEC          TPMVSC_TCTI         TPM transport (default ${DEFAULTS.tcti})
   --state-dir DIR      TPMVSC_STATE_DIR    card state, sealed by the TPM (default ${DEFAULTS.stateDir})
   --socket PATH        TPMVSC_SOCKET       control socket for tpmvscmgr (default ${DEFAULTS.socketPath})
+  --tpm-lockout MODE   TPMVSC_TPM_LOCKOUT  windows: when the TPM locks out after fewer than 32 wrong
+                                           authorizations, set Windows' policy (32 failures, one
+                                           forgiven every 10 minutes) so 5 PIN + 5 PUK tries fit
+                                           (needs an empty lockout password); keep: never change
+                                           it (default windows)
 
 Pool options (daemon and register-readers):
   --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback
@@ -85,7 +94,7 @@ function usage(detail: string): TpmvscError {
   return new TpmvscError('USAGE', detail);
 }
 
-type FlagName = 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir';
+type FlagName = 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir' | 'tpm-lockout';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   tcti: 'TPMVSC_TCTI',
@@ -94,9 +103,10 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   vpcd: 'TPMVSC_VPCD',
   readers: 'TPMVSC_READERS',
   'reader-name': 'TPMVSC_READER_NAME',
+  'tpm-lockout': 'TPMVSC_TPM_LOCKOUT',
 };
 
-const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name'];
+const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'tpm-lockout'];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'conf-dir', 'driver-dir'];
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
@@ -196,5 +206,12 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     tcti: setting('tcti')?.value ?? DEFAULTS.tcti,
     stateDir: setting('state-dir')?.value ?? DEFAULTS.stateDir,
     socketPath: setting('socket')?.value ?? DEFAULTS.socketPath,
+    tpmLockout: parseLockoutMode(setting('tpm-lockout')),
   };
+}
+
+function parseLockoutMode(setting: { value: string; source: string } | undefined): TpmLockoutMode {
+  if (setting === undefined) return 'windows';
+  if (setting.value === 'windows' || setting.value === 'keep') return setting.value;
+  throw usage(`${setting.source} must be windows or keep`);
 }

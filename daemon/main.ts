@@ -16,6 +16,7 @@ import { CardManager } from './card_manager.js';
 import { ControlServer } from './control_server.js';
 import { DAEMON_HELP, parseDaemonArguments, type RunConfig } from './config.js';
 import { registerReaders } from './reader_config.js';
+import { applyLockoutPolicy } from './tpm_lockout_policy.js';
 
 const LOG_CHANNELS = ['tpmvsc:cards', 'tpmvsc:control', 'tpmvsc:vpcd_link', 'tpmvsc:applet', 'tpmvsc:daemon'];
 
@@ -57,6 +58,7 @@ async function run(config: RunConfig): Promise<void> {
   } catch (error) {
     throw new TpmvscError('TPM_UNAVAILABLE', `${config.tcti}: ${(error as Error).message}`, { cause: error });
   }
+  await applyLockoutPolicy(tpm, config.tpmLockout);
   const cards = new CardManager({
     tpm,
     tcti: config.tcti,

@@ -11,7 +11,14 @@ test('defaults', (t) => {
     vpcd: { host: '127.0.0.1', port: 35963 },
     readers: 10,
     readerName: 'TPM Virtual Smart Card',
+    tpmLockout: 'windows',
   });
+});
+
+test('--tpm-lockout takes windows or keep', (t) => {
+  t.like(parseDaemonArguments(['--tpm-lockout', 'keep'], {}), { tpmLockout: 'keep' });
+  t.like(parseDaemonArguments([], { TPMVSC_TPM_LOCKOUT: 'keep' }), { tpmLockout: 'keep' });
+  t.throws(() => parseDaemonArguments(['--tpm-lockout', 'never'], {}), { message: /--tpm-lockout must be windows or keep/ });
 });
 
 test('environment, overridden by flags', (t) => {
