@@ -79,6 +79,20 @@ const STATUS = `tpmvscmgr status [/instance <device instance ID>] [/json]
 Shows the daemon (version, TPM, reader pool) and the state of every card, or of one card:
 reader link, PIN and PUK tries left, keys.`;
 
+const UNBLOCK = `tpmvscmgr unblock [/quiet] /instance <device instance ID> /AdminKey {DEFAULT | PROMPT}
+    [/PIN {DEFAULT | PROMPT}] [/?]
+
+Unblocks the PIN of a card created without a PUK, as Windows' challenge/response unblock does:
+tpmvscmgr proves the admin key to the card through PC/SC and sets a new PIN, which restores the
+PIN tries. A card with a PUK is refused: unblock its PIN with the PUK (yubico-piv-tool -a unblock-pin).
+
+  /instance   required: the card, e.g. ROOT\\SMARTCARDREADER\\0000
+  /AdminKey   required: DEFAULT (010203...0708) or PROMPT (48 hexadecimal characters)
+  /PIN        the new PIN: DEFAULT 12345678, or PROMPT (must meet the card's PIN policy)
+
+Example:
+  tpmvscmgr unblock /instance ROOT\\SMARTCARDREADER\\0000 /AdminKey PROMPT /PIN PROMPT`;
+
 const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
 
   tpmvscmgr create [/quiet] /name <name> /AdminKey {DEFAULT | PROMPT | RANDOM} [/PIN {DEFAULT | PROMPT}]
@@ -87,11 +101,12 @@ const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
   tpmvscmgr destroy [/quiet] [/instance <device instance ID>] [/machine <machine name>] [/?]
   tpmvscmgr list [/json]
   tpmvscmgr status [/instance <device instance ID>] [/json]
+  tpmvscmgr unblock /instance <device instance ID> /AdminKey {DEFAULT | PROMPT} [/PIN {DEFAULT | PROMPT}]
 
 tpmvscmgr <command> /? shows the details of a command. Only root and members of the tpmvsc group
 may manage cards.`;
 
-const TOPICS: Record<CommandName, string> = { create: CREATE, destroy: DESTROY, list: LIST, status: STATUS };
+const TOPICS: Record<CommandName, string> = { create: CREATE, destroy: DESTROY, list: LIST, status: STATUS, unblock: UNBLOCK };
 
 /** The help text of one command, or the overview; ends with the options and the exit codes. */
 export function helpText(topic: CommandName | undefined): string {

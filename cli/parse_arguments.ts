@@ -6,6 +6,7 @@
  *          [/attestation {AIK_AND_CERT|AIK_ONLY}] [/?]
  *   destroy [/quiet] [/instance <device instance ID>] [/machine <machine name>] [/?]
  *   list | status [/instance <id>]            (beyond Windows)
+ *   unblock /instance <id> /AdminKey {DEFAULT|PROMPT} [/PIN {DEFAULT|PROMPT}]   (beyond Windows)
  *
  * Switches are case-insensitive and may be written /switch or --switch; /json and /socket <path>
  * (--json, --socket) are accepted by every command. Keywords (DEFAULT, minlen...) are case-insensitive.
@@ -19,7 +20,7 @@ import { checkPinPolicy, isTriState } from '../common/pin_rules.js';
 export type AdminKeyMode = 'DEFAULT' | 'PROMPT' | 'RANDOM';
 export type SecretMode = 'DEFAULT' | 'PROMPT';
 export type AttestationMode = 'AIK_AND_CERT' | 'AIK_ONLY';
-export type CommandName = 'create' | 'destroy' | 'list' | 'status';
+export type CommandName = 'create' | 'destroy' | 'list' | 'status' | 'unblock';
 
 /** Options every command accepts. */
 export interface CommonOptions {
@@ -67,9 +68,20 @@ export interface StatusCommand extends CommonOptions {
   instance: string | null;
 }
 
-export type CliCommand = HelpCommand | CreateCommand | DestroyCommand | ListCommand | StatusCommand;
+/** Admin-key unblock of a card without PUK (Windows' challenge/response). */
+export interface UnblockCommand extends CommonOptions {
+  command: 'unblock';
+  quiet: boolean;
+  instance: string;
+  adminKey: SecretMode;
+  /** The new PIN. */
+  pin: SecretMode;
+  machine: string | null;
+}
 
-const COMMANDS: readonly CommandName[] = ['create', 'destroy', 'list', 'status'];
+export type CliCommand = HelpCommand | CreateCommand | DestroyCommand | ListCommand | StatusCommand | UnblockCommand;
+
+const COMMANDS: readonly CommandName[] = ['create', 'destroy', 'list', 'status', 'unblock'];
 const HELP_TOKENS = new Set(['/?', '-?', '-h', '--help', '/help', '/h']);
 
 /** Switches and whether they take a value; /pinpolicy takes a list and is handled apart. */
@@ -90,6 +102,7 @@ const SWITCHES_BY_COMMAND: Record<CommandName, Record<string, 'flag' | 'value' |
   destroy: { quiet: 'flag', instance: 'value', machine: 'value', json: 'flag', socket: 'value' },
   list: { json: 'flag', socket: 'value' },
   status: { instance: 'value', json: 'flag', socket: 'value' },
+  unblock: { quiet: 'flag', instance: 'value', adminkey: 'value', pin: 'value', machine: 'value', json: 'flag', socket: 'value' },
 };
 
 /** How a switch is spelled in messages (Windows' spelling). */
@@ -277,16 +290,32 @@ function parseDestroy(switches: RawSwitches): DestroyCommand {
   };
 }
 
+function parseUnblock(switches: RawSwitches): UnblockCommand {
+  const instance = stringSwitch(switches, 'instance');
+  if (instance === undefined) throw usage('unblock needs /instance <device instance ID> (e.g. ROOT\\SMARTCARDREADER\\0000)');
+  const adminKey = keyword(switches, 'adminkey', ['DEFAULT', 'PROMPT'] as const);
+  if (adminKey === undefined) throw usage('unblock needs /AdminKey DEFAULT or PROMPT');
+  return {
+    command: 'unblock',
+    ...common(switches),
+    quiet: switches.get('quiet') === true,
+    instance: parseInstance(instance),
+    adminKey,
+    pin: keyword(switches, 'pin', ['DEFAULT', 'PROMPT'] as const) ?? 'DEFAULT',
+    machine: stringSwitch(switches, 'machine') ?? null,
+  };
+}
+
 /** Parses argv (without node and the script). Throws TpmvscError('USAGE') naming the fix. */
 export function parseArguments(argv: readonly string[]): CliCommand {
   const [first, ...rest] = argv;
   if (first === undefined) {
-    throw usage('missing command: create, destroy, list or status (see tpmvscmgr /?)');
+    throw usage('missing command: create, destroy, list, status or unblock (see tpmvscmgr /?)');
   }
   if (HELP_TOKENS.has(first.toLowerCase())) return { command: 'help', topic: undefined };
   const command = COMMANDS.find((c) => c === first.toLowerCase());
   if (command === undefined) {
-    throw usage(`unknown command "${printable(first)}": use create, destroy, list or status (see tpmvscmgr /?)`);
+    throw usage(`unknown command "${printable(first)}": use create, destroy, list, status or unblock (see tpmvscmgr /?)`);
   }
   if (rest.some((token) => HELP_TOKENS.has(token.toLowerCase()))) return { command: 'help', topic: command };
   const switches = collectSwitches(command, rest);
@@ -301,5 +330,7 @@ export function parseArguments(argv: readonly string[]): CliCommand {
       const instance = stringSwitch(switches, 'instance');
       return { command: 'status', ...common(switches), instance: instance === undefined ? null : parseInstance(instance) };
     }
+    case 'unblock':
+      return parseUnblock(switches);
   }
 }

@@ -10,6 +10,7 @@ import { runCreate } from './commands/create.js';
 import { runDestroy } from './commands/destroy.js';
 import { runList } from './commands/list.js';
 import { runStatus } from './commands/status.js';
+import { runUnblock } from './commands/unblock.js';
 import { helpText } from './help.js';
 import { parseArguments, type CliCommand } from './parse_arguments.js';
 import { PromptInterrupted } from './prompt.js';
@@ -39,6 +40,8 @@ async function dispatch(command: CliCommand, io: CliIo): Promise<void> {
       return runList(command, io);
     case 'status':
       return runStatus(command, io);
+    case 'unblock':
+      return runUnblock(command, io);
   }
 }
 

@@ -26,6 +26,15 @@ const DEFAULT_CREATE = {
 
 const rows: Row[] = [
   // accepted
+  {
+    name: 'unblock with the admin key, new PIN prompted',
+    argv: ['unblock', '/instance', 'root\\smartcardreader\\0002', '/adminkey', 'prompt', '/PIN', 'PROMPT'],
+    want: { command: 'unblock', instance: 'ROOT\\SMARTCARDREADER\\0002', adminKey: 'PROMPT', pin: 'PROMPT', quiet: false },
+  },
+  { name: 'unblock: new PIN defaults to 12345678', argv: ['unblock', '/instance', 'ROOT\\SMARTCARDREADER\\0000', '/AdminKey', 'DEFAULT'], want: { pin: 'DEFAULT' } },
+  { name: 'unblock needs /AdminKey', argv: ['unblock', '/instance', 'ROOT\\SMARTCARDREADER\\0000'], want: { code: 'USAGE', message: /unblock needs \/AdminKey DEFAULT or PROMPT/ } },
+  { name: 'unblock has no RANDOM admin key', argv: ['unblock', '/instance', 'ROOT\\SMARTCARDREADER\\0000', '/AdminKey', 'RANDOM'], want: { code: 'USAGE', message: /\/AdminKey must be DEFAULT or PROMPT/ } },
+  { name: 'unblock needs /instance', argv: ['unblock', '/AdminKey', 'DEFAULT'], want: { code: 'USAGE', message: /unblock needs \/instance/ } },
   { name: 'minimal create', argv: ['create', '/name', 'Card', '/AdminKey', 'DEFAULT'], want: DEFAULT_CREATE },
   {
     name: 'switches and keywords are case-insensitive, / and -- are equivalent',
