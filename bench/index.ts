@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark of the project, each printing its numbers next to a
  * baseline measured in the same run on the same machine (never a timed test).
- * Run one with `npm run bench -- tpm` (names: tpm, vpcd, card).
+ * Run one with `npm run bench -- tpm` (names: tpm, vpcd, card, pkcs11).
  */
 interface Benchmark {
   name: string;
@@ -19,6 +19,16 @@ const benchmarks: Benchmark[] = [
     name: 'vpcd',
     description: 'APDU round trip through pcscd + vpcd vs a minimal card',
     run: async () => (await import('./vpcd_bench.js')).runVpcdBench(),
+  },
+  {
+    name: 'card',
+    description: 'ECDSA P-256 / RSA-2048 signatures per second through a card vs raw TPM2_Sign on the same swtpm',
+    run: async () => (await import('./card_bench.js')).runCardBench(),
+  },
+  {
+    name: 'pkcs11',
+    description: 'one pkcs11-tool --sign process: OpenSC + our card vs tpm2-pkcs11 on the same swtpm',
+    run: async () => (await import('./pkcs11_bench.js')).runPkcs11Bench(),
   },
 ];
 

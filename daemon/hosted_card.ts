@@ -9,6 +9,7 @@ import { PivApplet } from '../applet/piv_applet.js';
 import type { KeyVault } from '../applet/key_vault.js';
 import type { CardDirectory, CardFile } from './card_directory.js';
 import { VpcdLink } from './vpcd_link.js';
+import { apduTraceFromEnvironment, type ApduTrace } from './apdu_trace.js';
 
 export interface HostedCardOptions {
   file: CardFile<PivCardState>;
@@ -30,6 +31,8 @@ export class HostedCard {
   /** Emits 'present' when the reader powers the card on: pcscd has seen it. */
   private readonly reader = new EventEmitter<{ present: [] }>();
   private poweredSinceConnect = false;
+  /** Debugging aid, off unless TPMVSC_APDU_TRACE is set (see apdu_trace.ts). */
+  private readonly trace: ApduTrace | undefined = apduTraceFromEnvironment();
 
   constructor(options: HostedCardOptions) {
     this.slot = options.file.slot;
@@ -59,14 +62,25 @@ export class HostedCard {
       atr: card.atr,
       powerOn: () => {
         card.powerOn();
+        this.trace?.event(this.readerName, 'power-on');
         if (!this.poweredSinceConnect) {
           this.poweredSinceConnect = true;
           this.reader.emit('present');
         }
       },
-      powerOff: () => card.powerOff(),
-      reset: () => card.reset(),
-      transmit: (command) => card.transmit(command),
+      powerOff: () => {
+        card.powerOff();
+        this.trace?.event(this.readerName, 'power-off');
+      },
+      reset: () => {
+        card.reset();
+        this.trace?.event(this.readerName, 'reset');
+      },
+      transmit: async (command) => {
+        const response = await card.transmit(command);
+        if (this.trace) await this.trace.record(this.readerName, command, response);
+        return response;
+      },
     };
   }
 

@@ -1,0 +1,92 @@
+/**
+ * Opt-in APDU recorder, a debugging aid: with TPMVSC_APDU_TRACE=<file> in the daemon's
+ * environment every command and response of every hosted card is appended to <file> as
+ * one JSON line `{"reader": ..., "command": hex, "response": hex}`, and every power event as
+ * `{"reader": ..., "event": "power-on" | "power-off" | "reset"}` (a reset drops the PIN and
+ * 9B authentication, so a replay must see it too). It is how the real client transcripts in
+ * test/fixtures/transcripts/*.real.json were captured.
+ *
+ * Secrets never reach the file: the data field of the commands that carry a PIN, PUK,
+ * management key, private key or a 9B authentication cryptogram is written as `xx` per
+ * byte (length kept, so the framing stays readable):
+ *
+ *   INS 20 VERIFY, 24 CHANGE REFERENCE DATA, 2C RESET RETRY COUNTER,
+ *   FF SET MANAGEMENT KEY, FE IMPORT KEY, 87 GENERAL AUTHENTICATE with P2 = 9B
+ *
+ * Chained parts (CLA bit 0x10) are judged by their own INS, so every part is redacted.
+ * Writing is best effort: a failing trace file never disturbs the card.
+ */
+import { appendFile } from 'node:fs/promises';
+
+/** Environment variable naming the trace file. */
+export const APDU_TRACE_VARIABLE = 'TPMVSC_APDU_TRACE';
+
+const SECRET_INSTRUCTIONS = new Set([0x20, 0x24, 0x2c, 0xff, 0xfe]);
+const GENERAL_AUTHENTICATE = 0x87;
+const MANAGEMENT_KEY_REFERENCE = 0x9b;
+
+const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
+
+function carriesSecret(command: Uint8Array): boolean {
+  const ins = command[1]!;
+  return SECRET_INSTRUCTIONS.has(ins) || (ins === GENERAL_AUTHENTICATE && command[3] === MANAGEMENT_KEY_REFERENCE);
+}
+
+/**
+ * The command as hex with the data field of secret-bearing commands replaced by `xx`s.
+ *
+ *   short:    CLA INS P1 P2 | Lc (1, 01..FF) | data | [Le (1)]
+ *   extended: CLA INS P1 P2 | 00 Lc1 Lc2     | data | [Le1 Le2]
+ *
+ * If the lengths do not add up, everything after the header is redacted.
+ */
+export function redactCommand(command: Uint8Array): string {
+  if (command.length <= 5 || !carriesSecret(command)) return hex(command);
+  const header = hex(command.subarray(0, 4));
+  const mask = (count: number): string => 'xx'.repeat(count);
+  const b4 = command[4]!;
+  if (b4 !== 0) {
+    const rest = command.length - 5 - b4;
+    if (rest === 0 || rest === 1) return header + hex(command.subarray(4, 5)) + mask(b4) + hex(command.subarray(5 + b4));
+  } else if (command.length >= 7) {
+    const lc = (command[5]! << 8) | command[6]!;
+    const rest = command.length - 7 - lc;
+    if (lc > 0 && (rest === 0 || rest === 2)) return header + hex(command.subarray(4, 7)) + mask(lc) + hex(command.subarray(7 + lc));
+  }
+  return header + mask(command.length - 4);
+}
+
+export type CardPowerEvent = 'power-on' | 'power-off' | 'reset';
+
+export interface ApduTrace {
+  /** Appends one exchange; resolves once it is written (or the write failed). */
+  record(readerName: string, command: Uint8Array, response: Uint8Array): Promise<void>;
+  /** Appends a power event (written in order with the exchanges, never awaited by the card). */
+  event(readerName: string, event: CardPowerEvent): void;
+}
+
+/** The trace configured by the environment, or undefined when tracing is off. */
+export function apduTraceFromEnvironment(environment: NodeJS.ProcessEnv = process.env): ApduTrace | undefined {
+  const file = environment[APDU_TRACE_VARIABLE];
+  if (!file) return undefined;
+  let warned = false;
+  // One chain of appends keeps the lines in the order the card saw them.
+  let written: Promise<void> = Promise.resolve();
+  const append = (entry: object): Promise<void> => {
+    const line = JSON.stringify(entry) + '\n';
+    written = written.then(() =>
+      appendFile(file, line, { mode: 0o600 }).catch((error: Error) => {
+        if (!warned) {
+          warned = true;
+          console.error(`tpmvscd: APDU trace to ${file} failed: ${error.message}`);
+        }
+      }),
+    );
+    return written;
+  };
+  return {
+    record: (readerName, command, response) =>
+      append({ reader: readerName, command: redactCommand(command), response: hex(response) }),
+    event: (readerName, event) => void append({ reader: readerName, event }),
+  };
+}
