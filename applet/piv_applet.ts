@@ -224,7 +224,8 @@ export class PivApplet implements SmartCard {
     let result: { sw: StatusWord; data: Uint8Array };
     try {
       const data = (await instruction.handle(context)) ?? new Uint8Array(0);
-      const saved = await this.saveIfChanged(draft);
+      // A read-only instruction changes neither the card nor the vault: nothing to compare or save.
+      const saved = instruction.readOnly && draft === undefined ? true : await this.saveIfChanged(draft);
       if (saved) {
         await this.runQuietly(instruction, commitActions);
         result = { sw: SW.SUCCESS, data };
@@ -237,7 +238,7 @@ export class PivApplet implements SmartCard {
       result = { sw: this.statusWordOf(instruction, error), data: new Uint8Array(0) };
       // A failed command may still have moved the vault's own state (it never should
       // for a rejected APDU): keep the stored copy current, best effort.
-      await this.saveIfChanged(undefined);
+      if (!instruction.readOnly) await this.saveIfChanged(undefined);
     }
     if (epoch !== this.epoch) {
       // A power event arrived while the command ran: nothing it authenticated survives.

@@ -8,8 +8,10 @@
  *   (a) VpcdLink serving a card that answers from memory: what tpmvscd does;
  *   (b) a minimal baseline card written the simplest way (raw socket, one write per frame,
  *       TCP_QUICKACK re-armed after each read and write): the floor;
- *   (c) VpcdLink with quick-ACK disabled: the ~40 ms delayed-ACK stall (see tcp_quickack.ts).
- * Goal: (a) within 1.5x of (b).
+ *   (c) VpcdLink with quick-ACK disabled: the ~40 ms delayed-ACK stall (see tcp_quickack.ts);
+ *   (d) the product's card: the PIV applet (TPM vault on a private swtpm) answering GET DATA
+ *       of its CHUID from memory, served by VpcdLink.
+ * Goal: (a) and (d) within 1.5x of (b).
  */
 import net from 'node:net';
 import { pathToFileURL } from 'node:url';
@@ -20,6 +22,12 @@ import { VpcdLink } from '../daemon/vpcd_link.js';
 import { EchoCard } from '../test/helpers/echo_card.js';
 import { openPcsc, type PcscClient } from '../test/helpers/pcsc_client.js';
 import { startPcscd } from '../test/helpers/pcscd.js';
+import { startSwtpm } from '../test/helpers/swtpm.js';
+import { Tpm } from '../tpm/index.js';
+import { TpmVault } from '../vault/tpm_vault.js';
+import { PivApplet } from '../applet/piv_applet.js';
+import { provisionCard } from '../applet/provision.js';
+import { DEFAULT_PIN_POLICY } from '../common/control_protocol.js';
 
 /** A GET DATA-like short APDU (CHUID): 00 CB 3F FF 05 5C 03 5F C1 02 00. */
 const GET_DATA = Buffer.from('00CB3FFF055C035FC10200', 'hex');
@@ -107,8 +115,30 @@ export interface VpcdBenchResult {
   link: LatencyResult;
   baseline: LatencyResult;
   noQuickAck: LatencyResult;
+  applet: LatencyResult;
   /** link median / baseline median. */
   ratio: number;
+  /** applet median / baseline median. */
+  appletRatio: number;
+}
+
+/** A /generate PIV card on a TPM vault, state kept in memory (GET DATA never writes). */
+async function productCard(tcti: string): Promise<{ card: PivApplet; close: () => Promise<void> }> {
+  const tpm = await Tpm.open({ tcti });
+  const vault = await TpmVault.create(tpm, {
+    pin: new TextEncoder().encode('12345678'),
+    puk: undefined,
+    managementKey: { algorithm: 'tdes', key: new Uint8Array(Buffer.from('010203040506070801020304050607080102030405060708', 'hex')) },
+  });
+  const state = provisionCard({ name: 'bench', pinPolicy: DEFAULT_PIN_POLICY, hasPuk: false, generate: true, vaultState: vault.state() });
+  const card = new PivApplet({ state, vault, store: { save: async () => undefined } });
+  return {
+    card,
+    close: async () => {
+      await vault.destroy();
+      await tpm.close();
+    },
+  };
 }
 
 /** Runs the three measurements; the harness and every card are torn down afterwards. */
@@ -121,9 +151,12 @@ export async function measureVpcdLatency(options: VpcdBenchOptions = {}): Promis
   const link = new VpcdLink({ card: cards[0]!, port: pcscd.port(0) }).start();
   const stopBaseline = startBaselineCard(pcscd.port(1), cards[1] as EchoCard);
   const slowLink = new VpcdLink({ card: cards[2]!, port: pcscd.port(2), quickAck: false }).start();
+  const swtpm = await startSwtpm();
+  const product = await productCard(swtpm.tcti);
+  const productLink = new VpcdLink({ card: product.card, port: pcscd.port(3) }).start();
   const client = openPcsc();
   try {
-    for (let slot = 0; slot < 3; slot++) await client.waitForReader(pcscd.readerName(slot), 5000);
+    for (let slot = 0; slot < 4; slot++) await client.waitForReader(pcscd.readerName(slot), 5000);
     const warmup = Math.min(200, count);
     // Interleave (b) and (a) twice so drift on a busy machine hits both alike; keep the better run.
     const best = (x: LatencyResult, y: LatencyResult) => (x.medianMs <= y.medianMs ? x : y);
@@ -131,20 +164,32 @@ export async function measureVpcdLatency(options: VpcdBenchOptions = {}): Promis
     let linked = await measure(client, pcscd.readerName(0), '(a) VpcdLink', count, warmup);
     baseline = best(baseline, await measure(client, pcscd.readerName(1), '(b) baseline card', count, warmup));
     linked = best(linked, await measure(client, pcscd.readerName(0), '(a) VpcdLink', count, warmup));
+    let applet = await measure(client, pcscd.readerName(3), '(d) PIV applet, GET DATA', count, warmup);
+    baseline = best(baseline, await measure(client, pcscd.readerName(1), '(b) baseline card', count, warmup));
+    applet = best(applet, await measure(client, pcscd.readerName(3), '(d) PIV applet, GET DATA', count, warmup));
     const noQuickAck = await measure(client, pcscd.readerName(2), '(c) VpcdLink, no quick-ACK', stalledCount, 3);
-    const result = { link: linked, baseline, noQuickAck, ratio: linked.medianMs / baseline.medianMs };
+    const result = {
+      link: linked,
+      baseline,
+      noQuickAck,
+      applet,
+      ratio: linked.medianMs / baseline.medianMs,
+      appletRatio: applet.medianMs / baseline.medianMs,
+    };
     if (options.print ?? true) printTable(result);
     return result;
   } finally {
     client.close();
     stopBaseline();
-    await Promise.all([link.close(), slowLink.close()]);
+    await Promise.all([link.close(), slowLink.close(), productLink.close()]);
+    await product.close();
+    await swtpm.stop();
     await pcscd.stop();
   }
 }
 
 function printTable(result: VpcdBenchResult): void {
-  const rows = [result.link, result.baseline, result.noQuickAck];
+  const rows = [result.link, result.applet, result.baseline, result.noQuickAck];
   const line = (cells: string[]) => `${cells[0]!.padEnd(30)}${cells.slice(1).map((cell) => cell.padStart(12)).join('')}`;
   const lines = [
     'vpcd APDU round trip (stock pcscd + vpcd driver, pcsclite client, short GET DATA)',
@@ -160,6 +205,7 @@ function printTable(result: VpcdBenchResult): void {
       ]),
     ),
     `(a)/(b) = ${result.ratio.toFixed(2)}  goal <= 1.50: ${result.ratio <= 1.5 ? 'met' : 'NOT met'}`,
+    `(d)/(b) = ${result.appletRatio.toFixed(2)}  goal <= 1.50: ${result.appletRatio <= 1.5 ? 'met' : 'NOT met'}`,
     `quick-ACK effective: ${result.noQuickAck.medianMs > 10 * result.link.medianMs ? 'yes' : 'NO'} ` +
       `((c) is ${(result.noQuickAck.medianMs / result.link.medianMs).toFixed(0)}x (a))`,
   ];
