@@ -31,6 +31,9 @@ import { TpmvscError } from '../common/errors.js';
 import type { CardManagerApi } from './card_manager_api.js';
 import type { CardDirectory, CardFile } from './card_directory.js';
 import { HostedCard } from './hosted_card.js';
+import { objectKey } from '../applet/data_objects.js';
+import { TpmKeyAttestor } from '../attestation/tpm_key_attestor.js';
+import { certificateFromObjectValue, certificateObjectValue, enrollAikWithCa, selfIssueAikCertificate } from '../attestation/aik_certificate.js';
 import { portOf, readerName } from './reader_config.js';
 
 export const cardManagerChannel = channel('tpmvsc:cards');
@@ -49,7 +52,12 @@ export interface CardManagerOptions {
   vaultOptions?: TpmVaultOptions;
   /** How long create waits for the reader to show the card. Default 3000 ms. */
   insertTimeoutMs?: number;
+  /** Attestation CA URL for /attestation AIK_AND_CERT (daemon --attestation-ca). */
+  attestationCa?: string | undefined;
 }
+
+/** PIV object 5FFF01: the attestation (AIK) certificate, issuer of ATTEST's certificates. */
+const ATTESTATION_OBJECT = objectKey(0x5fff01);
 
 const encoder = new TextEncoder();
 
@@ -105,10 +113,24 @@ export class CardManager implements CardManagerApi {
     this.cards.clear();
   }
 
+  /** The card's AIK (created now, under its card parent) and the AIK's certificate. */
+  private async attestationCertificate(vault: TpmVault, mode: 'AIK_ONLY' | 'AIK_AND_CERT', serial: number): Promise<Uint8Array> {
+    await vault.createAttestationKey();
+    if (mode === 'AIK_ONLY') return selfIssueAikCertificate(vault, serial);
+    const { certificate } = await enrollAikWithCa(vault, this.options.tpm, this.options.attestationCa!);
+    return certificate;
+  }
+
   private host(file: CardFile<PivCardState>, vault: TpmVault): HostedCard {
-    const card = new HostedCard({
+    let card: HostedCard | undefined = undefined;
+    // ATTEST issues under the AIK certificate the card holds now (object 5FFF01).
+    const attestor = vault.attestationKey()
+      ? new TpmKeyAttestor(vault, () => certificateFromObjectValue((card?.applet.state ?? file.applet).objects[ATTESTATION_OBJECT]))
+      : undefined;
+    card = new HostedCard({
       file,
       vault,
+      attestor,
       directory: this.options.directory,
       port: portOf(file.slot, this.options.basePort),
       host: this.options.vpcdHost,
@@ -130,8 +152,8 @@ export class CardManager implements CardManagerApi {
   }
 
   private async createNow(request: CreateRequest, progress: (line: string) => void, signal: AbortSignal): Promise<CreateResult> {
-    if (request.attestation !== null) {
-      throw new TpmvscError('NOT_SUPPORTED', '/attestation is not supported yet');
+    if (request.attestation === 'AIK_AND_CERT' && !this.options.attestationCa) {
+      throw new TpmvscError('CREATE_FAILED', '/attestation AIK_AND_CERT needs an attestation CA: start tpmvscd with --attestation-ca URL');
     }
     progress(PROGRESS.initializing);
     const slot = this.lowestFreeSlot();
@@ -159,6 +181,9 @@ export class CardManager implements CardManagerApi {
     let hosted: HostedCard | undefined;
     try {
       signal.throwIfAborted();
+      const serial = this.uniqueSerial();
+      const attestationCertificate = request.attestation === null ? undefined : await this.attestationCertificate(vault, request.attestation, serial);
+      signal.throwIfAborted();
       progress(PROGRESS.generatingFilesystem);
       const applet = provisionCard({
         name: request.name,
@@ -166,9 +191,10 @@ export class CardManager implements CardManagerApi {
         hasPuk: request.puk !== null,
         generate: request.generate,
         managementKeyAlgorithm: 'tdes',
-        serial: this.uniqueSerial(),
+        serial,
         vaultState: vault.state(),
       });
+      if (attestationCertificate) applet.objects[ATTESTATION_OBJECT] = Buffer.from(certificateObjectValue(attestationCertificate)).toString('base64');
       const file: CardFile<PivCardState> = {
         format: 1,
         slot,

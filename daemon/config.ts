@@ -45,6 +45,8 @@ export interface RunConfig extends PoolConfig {
   socketPath: string;
   /** What to do with a TPM whose dictionary-attack policy is stricter than the cards need. */
   tpmLockout: TpmLockoutMode;
+  /** URL of the attestation CA (tpmvsc-ca) for /attestation AIK_AND_CERT; undefined: none. */
+  attestationCa: string | undefined;
 }
 
 export type TpmLockoutMode = 'windows' | 'keep';
@@ -79,6 +81,10 @@ Options (each also read from the environment variable shown; the flag wins):
                                            forgiven every 10 minutes) so 5 PIN + 5 PUK tries fit
                                            (needs an empty lockout password); keep: never change
                                            it (default windows)
+  --attestation-ca URL TPMVSC_ATTESTATION_CA
+                                           attestation CA (tpmvsc-ca) that certifies card AIKs
+                                           for create /attestation AIK_AND_CERT, e.g.
+                                           http://127.0.0.1:8443 (default: none; AIK_AND_CERT fails)
 
 Pool options (daemon and register-readers):
   --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback
@@ -94,7 +100,7 @@ function usage(detail: string): TpmvscError {
   return new TpmvscError('USAGE', detail);
 }
 
-type FlagName = 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir' | 'tpm-lockout';
+type FlagName = 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   tcti: 'TPMVSC_TCTI',
@@ -104,9 +110,10 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   readers: 'TPMVSC_READERS',
   'reader-name': 'TPMVSC_READER_NAME',
   'tpm-lockout': 'TPMVSC_TPM_LOCKOUT',
+  'attestation-ca': 'TPMVSC_ATTESTATION_CA',
 };
 
-const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'tpm-lockout'];
+const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'tpm-lockout', 'attestation-ca'];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'conf-dir', 'driver-dir'];
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
@@ -207,7 +214,20 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     stateDir: setting('state-dir')?.value ?? DEFAULTS.stateDir,
     socketPath: setting('socket')?.value ?? DEFAULTS.socketPath,
     tpmLockout: parseLockoutMode(setting('tpm-lockout')),
+    attestationCa: parseAttestationCa(setting('attestation-ca')),
   };
+}
+
+function parseAttestationCa(setting: { value: string; source: string } | undefined): string | undefined {
+  if (setting === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(setting.value);
+  } catch {
+    throw usage(`${setting.source} must be a URL, e.g. http://127.0.0.1:8443`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usage(`${setting.source} must be an http: or https: URL`);
+  return url.href;
 }
 
 function parseLockoutMode(setting: { value: string; source: string } | undefined): TpmLockoutMode {

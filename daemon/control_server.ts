@@ -236,9 +236,6 @@ export class ControlServer {
   private async dispatch(request: ControlRequest, socket: Socket): Promise<unknown> {
     switch (request.op) {
       case 'create':
-        if (request.attestation !== null) {
-          throw new TpmvscError('NOT_SUPPORTED', '/attestation is not supported yet (TPM attestation is planned)');
-        }
         return this.exclusive(() => this.create(request, socket));
       case 'destroy':
         await this.exclusive(() => this.cards.destroy(request.instance));

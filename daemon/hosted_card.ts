@@ -7,6 +7,7 @@ import type { SmartCard } from '../common/smart_card.js';
 import type { PivCardState } from '../applet/piv_state.js';
 import { PivApplet } from '../applet/piv_applet.js';
 import type { KeyVault } from '../applet/key_vault.js';
+import type { KeyAttestor } from '../applet/key_attestor.js';
 import type { CardDirectory, CardFile } from './card_directory.js';
 import { VpcdLink } from './vpcd_link.js';
 import { apduTraceFromEnvironment, type ApduTrace } from './apdu_trace.js';
@@ -14,6 +15,8 @@ import { apduTraceFromEnvironment, type ApduTrace } from './apdu_trace.js';
 export interface HostedCardOptions {
   file: CardFile<PivCardState>;
   vault: KeyVault;
+  /** ATTEST (F9) for a card created with /attestation; without it F9 answers 6A81. */
+  attestor?: KeyAttestor | undefined;
   directory: CardDirectory;
   /** vpcd port of this card's reader slot. */
   port: number;
@@ -43,6 +46,7 @@ export class HostedCard {
     this.applet = new PivApplet({
       state: options.file.applet,
       vault: options.vault,
+      ...(options.attestor ? { attestor: options.attestor } : {}),
       store: {
         // The applet calls this before it answers 9000: the card file is durable first.
         save: async (state: PivCardState) => {

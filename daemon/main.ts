@@ -68,6 +68,7 @@ async function run(config: RunConfig): Promise<void> {
     readers: config.readers,
     friendlyName: config.readerName,
     version: version(),
+    attestationCa: config.attestationCa,
   });
   await cards.start();
   const control = new ControlServer({ socketPath: config.socketPath, cards });

@@ -2,7 +2,8 @@
  * TPMT_PUBLIC templates of every object the vault creates. All use SHA-256 as nameAlg.
  *
  *   card parent      ECC P-256 storage key: restricted|decrypt, AES-128-CFB, noDA, empty auth
- *   generated keys   fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|noDA|sign|decrypt, scheme NULL
+ *   generated keys   fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|noDA|sign|decrypt, scheme NULL,
+ *                    authPolicy PolicyCommandCode(Certify) (attestation_key.ts: certify only)
  *   imported keys    the same without fixedTPM|fixedParent|sensitiveDataOrigin (TPM2_Import refuses
  *                    them); no authPolicy, so TPM2_Duplicate can never run on them: still not exportable
  *   sealed secrets   keyedHash, scheme NULL, fixedTPM|fixedParent|userWithAuth, noDA unless DA-protected
@@ -12,6 +13,7 @@
  */
 import { TPM_ALG, TPM_ECC, TPMA_OBJECT, type EccPublic, type KeyedHashPublic, type RsaPublic, type TpmPublic } from '../tpm/index.js';
 import type { KeyAlgorithm } from '../applet/key_vault.js';
+import { CERTIFY_POLICY_DIGEST } from './attestation_key.js';
 
 const NO_SYMMETRIC = { algorithm: TPM_ALG.NULL } as const;
 const NULL_SCHEME = { scheme: TPM_ALG.NULL } as const;
@@ -53,12 +55,13 @@ export function cardParentTemplate(): EccPublic {
 /** Template of a card key; `imported` drops the attributes TPM2_Import refuses. */
 export function keyTemplate(algorithm: KeyAlgorithm, imported: boolean, publicParts?: { modulus?: Uint8Array; exponent?: number; x?: Uint8Array; y?: Uint8Array }): TpmPublic {
   const objectAttributes = KEY_USAGE | (imported ? 0 : BOUND_TO_TPM);
+  const authPolicy = imported ? new Uint8Array(0) : CERTIFY_POLICY_DIGEST;
   if (algorithm === 'rsa2048') {
     const rsa: RsaPublic = {
       type: TPM_ALG.RSA,
       nameAlg: TPM_ALG.SHA256,
       objectAttributes,
-      authPolicy: new Uint8Array(0),
+      authPolicy,
       symmetric: NO_SYMMETRIC,
       scheme: NULL_SCHEME,
       keyBits: 2048,
@@ -72,7 +75,7 @@ export function keyTemplate(algorithm: KeyAlgorithm, imported: boolean, publicPa
     type: TPM_ALG.ECC,
     nameAlg: TPM_ALG.SHA256,
     objectAttributes,
-    authPolicy: new Uint8Array(0),
+    authPolicy,
     symmetric: NO_SYMMETRIC,
     scheme: NULL_SCHEME,
     curveId: CURVES[algorithm].curveId,

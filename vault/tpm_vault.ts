@@ -667,7 +667,6 @@ export class TpmVault implements KeyVault {
     if (puk !== undefined) checkSecretValue(puk, 'PUK');
     checkManagementKey(managementKey);
     await this.run('cannot reset the card', async () => {
-      const old = await this.counters.read();
       const oldParent = this.parent;
       const oldCounters = this.counters;
       await this.objects.forgetParent(oldParent.handle);

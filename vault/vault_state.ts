@@ -14,6 +14,7 @@
  *     "puk":      "base64"   sealed K_user, auth from the PUK (DA-protected)          card with a PUK
  *     "admin":    "base64"   sealed K_user, empty auth, noDA                          card without a PUK
  *     "managementKey": "base64"  sealed (algorithm byte || key), empty auth, noDA
+ *     "aik":      "base64"   attestation identity key (attestation_key.ts)          card with /attestation
  *   }
  */
 import { VaultError } from './vault_error.js';
@@ -31,6 +32,7 @@ export interface TpmVaultState {
   puk?: string;
   admin?: string;
   managementKey: string;
+  aik?: string;
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -61,6 +63,7 @@ export function parseVaultState(value: unknown): TpmVaultState {
   for (const key of ['salt', 'free', 'pin', 'managementKey']) base64Field(value, key);
   base64Field(value, 'puk', true);
   base64Field(value, 'admin', true);
+  base64Field(value, 'aik', true);
   if ((value.puk === undefined) === (value.admin === undefined)) {
     throw new VaultError('BAD_STATE', 'vault state must hold exactly one of "puk" and "admin"');
   }

@@ -27,6 +27,13 @@ export interface CommandResult {
 
 export interface StackOptions {
   readers?: number;
+  /**
+   * A prepared swtpm state directory (e.g. provisioned with EK certificates by
+   * test/helpers/swtpm_ek.ts); the caller removes it. Default: a fresh empty TPM.
+   */
+  swtpmStateDir?: string;
+  /** Extra tpmvscd arguments, e.g. ['--attestation-ca', url]. */
+  daemonArgs?: string[];
 }
 
 export interface Stack {
@@ -90,7 +97,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const workDir = await mkdtemp(join(tmpdir(), 'tpmvsc-stack-'));
   const stateDir = join(workDir, 'state');
   const socketPath = join(workDir, 'control.sock');
-  const swtpm = await startSwtpm();
+  const swtpm = await startSwtpm(options.swtpmStateDir ? { stateDir: options.swtpmStateDir } : {});
   let pcscd: PcscdInstance;
   try {
     pcscd = await startPcscd({ readers, friendlyName: READER_FRIENDLY_NAME });
@@ -106,7 +113,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const child = spawn(
       process.execPath,
       ['--import', 'tsx', join(REPO, 'daemon/main.ts'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
-        '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', READER_FRIENDLY_NAME],
+        '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', READER_FRIENDLY_NAME, ...(options.daemonArgs ?? [])],
       { cwd: REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     daemon = child;

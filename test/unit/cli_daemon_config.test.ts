@@ -12,7 +12,15 @@ test('defaults', (t) => {
     readers: 10,
     readerName: 'TPM Virtual Smart Card',
     tpmLockout: 'windows',
+    attestationCa: undefined,
   });
+});
+
+test('--attestation-ca takes an http(s) URL, also from TPMVSC_ATTESTATION_CA', (t) => {
+  t.like(parseDaemonArguments(['--attestation-ca', 'http://127.0.0.1:8443'], {}), { attestationCa: 'http://127.0.0.1:8443/' });
+  t.like(parseDaemonArguments([], { TPMVSC_ATTESTATION_CA: 'https://ca.example/' }), { attestationCa: 'https://ca.example/' });
+  t.throws(() => parseDaemonArguments(['--attestation-ca', 'ftp://x'], {}), { message: /http: or https:/ });
+  t.throws(() => parseDaemonArguments(['--attestation-ca', 'not a url'], {}), { message: /must be a URL/ });
 });
 
 test('--tpm-lockout takes windows or keep', (t) => {

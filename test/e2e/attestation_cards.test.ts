@@ -1,0 +1,113 @@
+/**
+ * /attestation end to end: tpmvsc-ca trusting a test "manufacturer" (swtpm_localca), a swtpm
+ * provisioned with EK certificates by swtpm_setup, tpmvscd with --attestation-ca, tpmvscmgr,
+ * pcscd + vpcd and yubico-piv-tool / openssl as the relying party's tools.
+ */
+import test from 'ava';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runProgram, startStack, type Stack } from '../helpers/stack.js';
+import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, pivTool, readerName, tempDir } from '../helpers/piv_tools.js';
+import { createLocalCa, provisionEkState } from '../helpers/swtpm_ek.js';
+import { startCaProcess, type CaProcess } from '../helpers/attestation_ca.js';
+
+let stack: Stack | undefined;
+let ca: CaProcess | undefined;
+let work: { path: string; cleanup: () => Promise<void> };
+
+test.before(async () => {
+  work = await tempDir();
+  const manufacturer = await createLocalCa(work.path);
+  const swtpmStateDir = await provisionEkState(work.path, manufacturer);
+  ca = await startCaProcess(join(work.path, 'ca'), manufacturer.rootsDir);
+  stack = await startStack({ readers: 4, swtpmStateDir, daemonArgs: ['--attestation-ca', ca.url] });
+});
+
+test.after.always(async () => {
+  await stack?.stop();
+  await ca?.stop();
+  await work?.cleanup();
+});
+
+/** Generates a key in `slot`, then fetches ATTEST's certificate and the F9 (AIK) certificate. */
+async function attestSlot(reader: string, slot: string, algorithm: string, name: string): Promise<{ slotPem: string; aikPem: string }> {
+  const generated = await pivTool(stack!, reader, [`--key=${DEFAULT_MANAGEMENT_KEY}`, '-a', 'generate', '-s', slot, '-A', algorithm]);
+  if (generated.code !== 0) throw new Error(`generate ${slot}: ${generated.stderr}`);
+  const attested = await pivTool(stack!, reader, ['-a', 'attest', '-s', slot]);
+  if (attested.code !== 0) throw new Error(`attest ${slot}: ${attested.stderr}`);
+  const aik = await pivTool(stack!, reader, ['-a', 'read-certificate', '-s', 'f9']);
+  if (aik.code !== 0) throw new Error(`read f9: ${aik.stderr}`);
+  const slotPem = join(work.path, `${name}-slot.pem`);
+  const aikPem = join(work.path, `${name}-aik.pem`);
+  await writeFile(slotPem, attested.stdout);
+  await writeFile(aikPem, aik.stdout);
+  return { slotPem, aikPem };
+}
+
+test.serial('AIK_AND_CERT: create, generate 9A, yubico-piv-tool attest; verify-attestation and openssl accept the chain', async (t) => {
+  const created = await stack!.cli([...CREATE_WITH_PUK, '/attestation', 'AIK_AND_CERT']);
+  t.is(created.code, 0, created.stderr);
+  const reader = readerName(0);
+  const { slotPem, aikPem } = await attestSlot(reader, '9a', 'ECCP256', 'cert');
+  const caPem = join(ca!.stateDir, 'ca.pem');
+  const verified = await stack!.cli(['verify-attestation', '--ca', caPem, slotPem, aikPem]);
+  t.is(verified.code, 0, verified.stderr);
+  t.regex(verified.stdout, /signed by the CA/);
+  t.regex(verified.stdout, /AIK issuance policy: ek-chain/);
+  t.regex(verified.stdout, /verified: key in slot 9a/);
+  const openssl = await runProgram('openssl', ['verify', '-CAfile', caPem, '-untrusted', aikPem, slotPem]);
+  t.is(openssl.code, 0, openssl.stderr + openssl.stdout);
+  // The same slot certificate does not verify against another trust anchor, nor when tampered.
+  t.not((await stack!.cli(['verify-attestation', '--self-issued', slotPem, aikPem])).code, 0);
+  const pem = await readFile(slotPem, 'utf8');
+  const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  der[der.length - 80]! ^= 0x01;
+  const tampered = join(work.path, 'tampered.der');
+  await writeFile(tampered, der);
+  const refused = await stack!.cli(['verify-attestation', '--ca', caPem, tampered, aikPem]);
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /does not verify/);
+  t.true((await readFile(join(ca!.stateDir, 'issued.jsonl'), 'utf8')).includes('"trust":"ek-chain"'));
+});
+
+test.serial('AIK_ONLY: the self-issued AIK certificate anchors the attestation; two cards have different AIKs', async (t) => {
+  const created = await stack!.cli([...CREATE_WITH_PUK, '/attestation', 'AIK_ONLY']);
+  t.is(created.code, 0, created.stderr);
+  const { slotPem, aikPem } = await attestSlot(readerName(1), '9c', 'RSA2048', 'only');
+  const verified = await stack!.cli(['verify-attestation', '--self-issued', slotPem, aikPem]);
+  t.is(verified.code, 0, verified.stderr);
+  t.regex(verified.stdout, /self-issued/);
+  t.not((await stack!.cli(['verify-attestation', '--ca', join(ca!.stateDir, 'ca.pem'), slotPem, aikPem])).code, 0);
+  const firstAik = await readFile(join(work.path, 'cert-aik.pem'), 'utf8');
+  const keyOf = async (pem: string): Promise<string> => (await runProgram('openssl', ['x509', '-noout', '-pubkey', '-in', pem])).stdout;
+  t.not(await keyOf(aikPem), await keyOf(join(work.path, 'cert-aik.pem')));
+  t.truthy(firstAik);
+});
+
+async function persistentHandles(): Promise<string> {
+  await stack!.stopDaemon();
+  try {
+    const result = await runProgram('tpm2_getcap', ['-T', stack!.swtpm.tcti, 'handles-persistent']);
+    const nv = await runProgram('tpm2_getcap', ['-T', stack!.swtpm.tcti, 'handles-nv-index']);
+    return result.stdout + nv.stdout;
+  } finally {
+    await stack!.startDaemon();
+  }
+}
+
+async function stateFiles(): Promise<string[]> {
+  return (await readdir(stack!.stateDir, { recursive: true })).map(String).sort();
+}
+
+test.serial('CA unreachable: create fails with a clear message and leaves no reader, file or TPM object', async (t) => {
+  const handlesBefore = await persistentHandles();
+  const filesBefore = await stateFiles();
+  const listBefore = (await stack!.cli(['list'])).stdout;
+  await ca!.stop();
+  const created = await stack!.cli([...CREATE_WITH_PUK, '/attestation', 'AIK_AND_CERT']);
+  t.is(created.code, 1, created.stdout);
+  t.regex(created.stderr, /attestation CA .* is unreachable/);
+  t.is((await stack!.cli(['list'])).stdout, listBefore);
+  t.deepEqual(await stateFiles(), filesBefore);
+  t.is(await persistentHandles(), handlesBefore);
+});
