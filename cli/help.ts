@@ -12,15 +12,26 @@ const EXIT_CODES = `Exit codes:
   5  the TPM is missing, failing or in dictionary-attack lockout
   6  the limit on the number of smart card readers has been reached
   7  no virtual smart card has that instance ID
-  8  not supported yet (/machine, /attestation)
+  8  not supported yet
   9  a PIN, PUK or admin key was rejected by the policy or the card
-  130 interrupted (Ctrl-C); a card being created is rolled back`;
+  10 /machine: the computer cannot be reached or logged in to over SSH (unknown host, connection
+     refused, SSH login refused)
+  11 /machine: tpmvsc is not installed on that computer (no tpmvscmgr on its PATH)
+  130 interrupted (Ctrl-C); a card being created is rolled back (also on a /machine)`;
 
 const COMMON = `Options of every command:
   /json, --json          print one JSON object on stdout
   /socket <path>         the daemon's control socket (default: $TPMVSC_SOCKET or /run/tpmvsc/control.sock)
 
-Switches are case-insensitive and may also be written with -- (/AdminKey = --adminkey).`;
+Switches are case-insensitive and may also be written with -- (/AdminKey = --adminkey).
+
+/machine <machine name> (create, destroy, list, status, unblock): runs the command on another
+computer over SSH, through that computer's own tpmvscmgr. The name is what ssh accepts as a
+destination: host, user@host, ssh://user@host:port or a Host of ~/.ssh/config ($TPMVSC_SSH_CONFIG
+names another ssh_config file). ssh asks for its own password or passphrase on the terminal;
+PROMPT secrets are asked here and sent only inside the SSH channel. The SSH user must be root or
+a member of the tpmvsc group there. Output, errors and exit codes are the target's; /socket names
+the target's socket. Ctrl-C during a create rolls the card back on the target.`;
 
 const CREATE = `tpmvscmgr create [/quiet] /name <name> /AdminKey {DEFAULT | PROMPT | RANDOM}
     [/PIN {DEFAULT | PROMPT}] [/PUK {DEFAULT | PROMPT}] [/generate] [/machine <machine name>]
@@ -48,8 +59,10 @@ its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
                                  (default ALLOWED)
                 PIV middleware (OpenSC, yubico-piv-tool) handles PINs of at most 8 bytes: a policy
                 with maxlen above 8 is accepted with a warning.
-  /machine      not supported yet (remote management is planned)
-  /attestation  not supported yet (TPM attestation is planned)
+  /machine      create the card on another computer, over SSH (see "/machine" below)
+  /attestation  AIK_ONLY: the card gets its own attestation key (AIK), self-certified;
+                AIK_AND_CERT: the AIK is certified by the attestation CA (tpmvscd --attestation-ca)
+                (verify key attestations with: tpmvscmgr verify-attestation --help)
 
 PROMPT reads from the terminal without echo and asks twice. When stdin is not a terminal, each
 PROMPT reads one line from stdin, in the order admin key, PIN, PUK.
@@ -65,22 +78,22 @@ It cannot be recovered.
 
   /quiet      no progress lines on stderr
   /instance   required: the instance ID printed by create, e.g. ROOT\\SMARTCARDREADER\\0000
-  /machine    not supported yet (remote management is planned)
+  /machine    destroy the card on another computer, over SSH
 
 Example:
   tpmvscmgr destroy /instance ROOT\\SMARTCARDREADER\\0000`;
 
-const LIST = `tpmvscmgr list [/json]
+const LIST = `tpmvscmgr list [/machine <machine name>] [/json]
 
 Lists the virtual smart cards: instance ID, name, PC/SC reader, PUK, creation time.`;
 
-const STATUS = `tpmvscmgr status [/instance <device instance ID>] [/json]
+const STATUS = `tpmvscmgr status [/instance <device instance ID>] [/machine <machine name>] [/json]
 
 Shows the daemon (version, TPM, reader pool) and the state of every card, or of one card:
 reader link, PIN and PUK tries left, keys.`;
 
 const UNBLOCK = `tpmvscmgr unblock [/quiet] /instance <device instance ID> /AdminKey {DEFAULT | PROMPT}
-    [/PIN {DEFAULT | PROMPT}] [/?]
+    [/PIN {DEFAULT | PROMPT}] [/machine <machine name>] [/?]
 
 Unblocks the PIN of a card created without a PUK, as Windows' challenge/response unblock does:
 tpmvscmgr proves the admin key to the card through PC/SC and sets a new PIN, which restores the
@@ -99,9 +112,10 @@ const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
       [/PUK {DEFAULT | PROMPT}] [/generate] [/machine <machine name>] [/pinpolicy [policy options]]
       [/attestation {AIK_AND_CERT | AIK_ONLY}] [/?]
   tpmvscmgr destroy [/quiet] [/instance <device instance ID>] [/machine <machine name>] [/?]
-  tpmvscmgr list [/json]
-  tpmvscmgr status [/instance <device instance ID>] [/json]
+  tpmvscmgr list [/machine <machine name>] [/json]
+  tpmvscmgr status [/instance <device instance ID>] [/machine <machine name>] [/json]
   tpmvscmgr unblock /instance <device instance ID> /AdminKey {DEFAULT | PROMPT} [/PIN {DEFAULT | PROMPT}]
+      [/machine <machine name>]
 
 tpmvscmgr <command> /? shows the details of a command. Only root and members of the tpmvsc group
 may manage cards.`;

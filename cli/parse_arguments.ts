@@ -5,8 +5,8 @@
  *          [/PUK {DEFAULT|PROMPT}] [/generate] [/machine <machine name>] [/pinpolicy [policy options]]
  *          [/attestation {AIK_AND_CERT|AIK_ONLY}] [/?]
  *   destroy [/quiet] [/instance <device instance ID>] [/machine <machine name>] [/?]
- *   list | status [/instance <id>]            (beyond Windows)
- *   unblock /instance <id> /AdminKey {DEFAULT|PROMPT} [/PIN {DEFAULT|PROMPT}]   (beyond Windows)
+ *   list [/machine <name>] | status [/instance <id>] [/machine <name>]      (beyond Windows)
+ *   unblock /instance <id> /AdminKey {DEFAULT|PROMPT} [/PIN {DEFAULT|PROMPT}] [/machine <name>]   (beyond Windows)
  *
  * Switches are case-insensitive and may be written /switch or --switch; /json and /socket <path>
  * (--json, --socket) are accepted by every command. Keywords (DEFAULT, minlen...) are case-insensitive.
@@ -61,11 +61,13 @@ export interface DestroyCommand extends CommonOptions {
 
 export interface ListCommand extends CommonOptions {
   command: 'list';
+  machine: string | null;
 }
 
 export interface StatusCommand extends CommonOptions {
   command: 'status';
   instance: string | null;
+  machine: string | null;
 }
 
 /** Admin-key unblock of a card without PUK (Windows' challenge/response). */
@@ -100,8 +102,8 @@ const SWITCHES_BY_COMMAND: Record<CommandName, Record<string, 'flag' | 'value' |
     socket: 'value',
   },
   destroy: { quiet: 'flag', instance: 'value', machine: 'value', json: 'flag', socket: 'value' },
-  list: { json: 'flag', socket: 'value' },
-  status: { instance: 'value', json: 'flag', socket: 'value' },
+  list: { machine: 'value', json: 'flag', socket: 'value' },
+  status: { instance: 'value', machine: 'value', json: 'flag', socket: 'value' },
   unblock: { quiet: 'flag', instance: 'value', adminkey: 'value', pin: 'value', machine: 'value', json: 'flag', socket: 'value' },
 };
 
@@ -325,10 +327,15 @@ export function parseArguments(argv: readonly string[]): CliCommand {
     case 'destroy':
       return parseDestroy(switches);
     case 'list':
-      return { command: 'list', ...common(switches) };
+      return { command: 'list', ...common(switches), machine: stringSwitch(switches, 'machine') ?? null };
     case 'status': {
       const instance = stringSwitch(switches, 'instance');
-      return { command: 'status', ...common(switches), instance: instance === undefined ? null : parseInstance(instance) };
+      return {
+        command: 'status',
+        ...common(switches),
+        instance: instance === undefined ? null : parseInstance(instance),
+        machine: stringSwitch(switches, 'machine') ?? null,
+      };
     }
     case 'unblock':
       return parseUnblock(switches);

@@ -11,9 +11,12 @@ import { runDestroy } from './commands/destroy.js';
 import { runList } from './commands/list.js';
 import { runStatus } from './commands/status.js';
 import { runUnblock } from './commands/unblock.js';
+import { runVerifyAttestation, VERIFY_ATTESTATION } from './commands/verify_attestation.js';
 import { helpText } from './help.js';
 import { parseArguments, type CliCommand } from './parse_arguments.js';
 import { PromptInterrupted } from './prompt.js';
+import { RemoteExit, runRemote, targetsMachine } from './remote.js';
+import { REMOTE_SESSION_OPTION, runRemoteSession } from './remote_session.js';
 
 /** Conventional exit code after SIGINT (128 + 2). */
 export const EXIT_INTERRUPTED = 130;
@@ -27,6 +30,8 @@ export function errorLine(error: TpmvscError): string {
 }
 
 async function dispatch(command: CliCommand, io: CliIo): Promise<void> {
+  // /machine: the target's own tpmvscmgr does the work, over ssh.
+  if (command.command !== 'help' && targetsMachine(command)) return runRemote(command, io);
   switch (command.command) {
     case 'help':
       io.stdout.write(helpText(command.topic));
@@ -47,13 +52,22 @@ async function dispatch(command: CliCommand, io: CliIo): Promise<void> {
 
 /** Runs tpmvscmgr; resolves to the exit code. Never throws. */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  // The target's side of /machine (hidden option, see remote_session.ts).
+  if (argv[0] === REMOTE_SESSION_OPTION) return runRemoteSession(argv.slice(1), io, runCli);
   let json = argv.some((token) => ['/json', '--json'].includes(token.toLowerCase()));
   try {
+    // verify-attestation is a local, Unix-style command (no daemon): it parses its own arguments.
+    if (argv[0]?.toLowerCase() === VERIFY_ATTESTATION) {
+      await runVerifyAttestation(argv.slice(1), io);
+      return EXIT.ok;
+    }
     const command = parseArguments(argv);
     json = command.command !== 'help' && command.json;
     await dispatch(command, io);
     return EXIT.ok;
   } catch (error) {
+    // The target's tpmvscmgr already said everything: end with its exit code.
+    if (error instanceof RemoteExit) return error.exitCode;
     if (error instanceof RequestAborted || error instanceof PromptInterrupted || io.signal.aborted) {
       writeLine(io.stderr, 'tpmvscmgr: interrupted; nothing was created');
       return EXIT_INTERRUPTED;

@@ -8,6 +8,8 @@
  *   0 ok · 1 other failure · 2 usage · 3 not permitted · 4 daemon not running
  *   5 TPM missing, failing or locked out · 6 reader limit reached · 7 not found
  *   8 not supported yet · 9 PIN/PUK/admin key rejected by policy or card
+ *   10 /machine: the computer cannot be reached or logged in to over SSH
+ *   11 /machine: tpmvsc (tpmvscmgr) is not installed on that computer
  */
 
 export const EXIT = {
@@ -21,6 +23,8 @@ export const EXIT = {
   notFound: 7,
   notSupported: 8,
   rejected: 9,
+  remoteUnreachable: 10,
+  remoteNotInstalled: 11,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -57,7 +61,10 @@ export const ERROR_TABLE = {
   AUTH_FAILED: { exit: EXIT.rejected, message: 'The card rejected the PIN, PUK or admin key' },
   BAD_REQUEST: { exit: EXIT.usage, message: 'Invalid request' },
   CREATE_FAILED: { exit: EXIT.failure, message: 'Unable to create TPM Smart Card.' },
+  ATTESTATION_INVALID: { exit: EXIT.failure, message: 'The attestation does not verify' },
   INTERNAL: { exit: EXIT.failure, message: 'Internal error' },
+  REMOTE_UNREACHABLE: { exit: EXIT.remoteUnreachable, message: 'Cannot reach the computer over SSH' },
+  REMOTE_NOT_INSTALLED: { exit: EXIT.remoteNotInstalled, message: 'tpmvsc is not installed on the computer' },
 } as const satisfies Record<string, ErrorRow>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;

@@ -3,7 +3,7 @@
  * the PROMPT secrets (admin key, PIN, PUK, in that order), then sends one create request and
  * streams the daemon's progress lines to stderr. stdout ends with the instance ID.
  */
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { DEFAULT_PIN_POLICY, type CreateRequest, type CreateResult } from '../../common/control_protocol.js';
 import { TpmvscError } from '../../common/errors.js';
 import { checkPin, checkPuk, DEFAULT_PIN, DEFAULT_PUK, PIV_MIDDLEWARE_PIN_LIMIT } from '../../common/pin_rules.js';
@@ -13,19 +13,22 @@ import { callDaemon, resolveSocketPath } from '../control_client.js';
 import type { CreateCommand } from '../parse_arguments.js';
 import { createSecretReader, type SecretReader } from '../prompt.js';
 
-/** /machine and /attestation: one line, exit NOT_SUPPORTED, nothing changed. */
+/** /machine: one line, exit NOT_SUPPORTED, nothing changed. (/attestation is supported.) */
 export function rejectUnsupported(command: { machine: string | null; attestation?: string | null }): void {
   if (command.machine !== null) {
     throw new TpmvscError('NOT_SUPPORTED', '/machine is not supported yet (remote management is planned)');
-  }
-  if (command.attestation != null) {
-    throw new TpmvscError('NOT_SUPPORTED', '/attestation is not supported yet (TPM attestation is planned)');
   }
 }
 
 /** The daemon must be there before anyone types a secret for nothing. */
 export function requireSocket(socketPath: string): void {
-  if (!existsSync(socketPath)) {
+  try {
+    statSync(socketPath);
+  } catch (error) {
+    // A socket in a directory the caller may not enter (/run/tpmvsc is 0750 root:tpmvsc) is
+    // "not permitted", not "not running".
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') throw new TpmvscError('NOT_PERMITTED', `cannot open ${socketPath}`);
     throw new TpmvscError('DAEMON_NOT_RUNNING', `nothing listens on ${socketPath}`);
   }
 }
