@@ -66,7 +66,7 @@ const badRequests: Array<{ name: string; text: string | Buffer; code: string; me
   { name: 'short PIN', text: `${JSON.stringify({ ...CREATE, pin: '123' })}\n`, code: 'PIN_POLICY', message: /PIN must be at least 8/ },
   { name: 'bad policy', text: `${JSON.stringify({ ...CREATE, pinPolicy: { ...DEFAULT_PIN_POLICY, maxLength: 200 } })}\n`, code: 'BAD_REQUEST', message: /maxlen/ },
   { name: 'bad instance', text: '{"op":"destroy","instance":"ROOT\\\\SMARTCARDREADER\\\\X"}\n', code: 'BAD_REQUEST', message: /"instance" must be/ },
-  { name: 'attestation', text: `${JSON.stringify({ ...CREATE, attestation: 'AIK_ONLY' })}\n`, code: 'NOT_SUPPORTED', message: /attestation is not supported yet/ },
+  { name: 'attestation', text: `${JSON.stringify({ ...CREATE, attestation: 'AIK_MAYBE' })}\n`, code: 'BAD_REQUEST', message: /"attestation" must be null, "AIK_AND_CERT" or "AIK_ONLY"/ },
   { name: 'oversized line', text: `{"op":"list","x":"${'a'.repeat(20_000)}`, code: 'BAD_REQUEST', message: /longer than 16384 bytes/ },
   { name: 'unknown card', text: '{"op":"destroy","instance":"ROOT\\\\SMARTCARDREADER\\\\0004"}\n', code: 'NOT_FOUND', message: /ROOT\\SMARTCARDREADER\\0004/ },
 ];
