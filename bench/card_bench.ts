@@ -72,7 +72,7 @@ function rsaSignCommand(): string {
   return `008707 9e 00010a 7c820106 8200 81820100 ${block.toString('hex')} 0000`;
 }
 
-async function measureCard(seconds: number): Promise<{ ecc: Rate; rsa: Rate; stack: Awaited<ReturnType<typeof startStack>> }> {
+async function measureCard(seconds: number): Promise<{ ecc: Rate; rsa: Rate; getData: Rate; stack: Awaited<ReturnType<typeof startStack>> }> {
   const stack = await startStack({ readers: 1 });
   try {
     const created = await stack.cli(['create', '/name', 'Bench', '/AdminKey', 'DEFAULT', '/PIN', 'DEFAULT', '/PUK', 'DEFAULT', '/generate']);
@@ -86,12 +86,14 @@ async function measureCard(seconds: number): Promise<{ ecc: Rate; rsa: Rate; sta
       const send = hexSender(connection);
       expectOk('SELECT', await send('00a4040009a00000030800001000'));
       await mutualAuthenticate(send, DEFAULT_ADMIN_KEY_HEX, '03');
+      // The card's own floor: an APDU answered from memory, through the same client, pcscd and vpcd.
+      const getData = await rate(seconds, async () => expectOk('GET DATA', await send('00cb3fff055c035fc10200')));
       expectOk('GENERATE P-256 in 9E', await send('0047009e05ac03800111'));
       const ecc = await rate(seconds, async () => expectOk('ECDSA sign', await send(ecdsaSignCommand())));
       expectOk('GENERATE RSA-2048 in 9E', await send('0047009e05ac03800107'));
       const rsa = await rate(seconds, async () => expectOk('RSA sign', await send(rsaSignCommand())));
       await connection.disconnect('reset');
-      return { ecc, rsa, stack };
+      return { ecc, rsa, getData, stack };
     } finally {
       client.close();
     }
@@ -119,7 +121,7 @@ async function measureRaw(tcti: string, seconds: number): Promise<{ ecc: Rate; r
 }
 
 export async function runCardBench(seconds = 3): Promise<void> {
-  const { ecc, rsa, stack } = await measureCard(seconds);
+  const { ecc, rsa, getData, stack } = await measureCard(seconds);
   try {
     // swtpm serves one client: the daemon goes first, then the raw client gets the same swtpm
     await stack.stopDaemon();
@@ -132,6 +134,7 @@ export async function runCardBench(seconds = 3): Promise<void> {
     console.log(`  ${'operation'.padEnd(16)} ${'card/s'.padStart(7)} ${'ms'.padStart(8)}   ${'raw/s'.padStart(7)} ${'ms'.padStart(8)}   ratio`);
     console.log(row('ECDSA P-256', ecc, raw.ecc));
     console.log(row('RSA-2048 PKCS#1', rsa, raw.rsa));
+    console.log(`  card floor: GET DATA from memory through the same path ${getData.msPerOp.toFixed(2)} ms (${getData.opsPerSec.toFixed(0)}/s)`);
   } finally {
     await stack.stop();
   }
