@@ -16,6 +16,11 @@ export interface AttestationSubject {
 }
 
 export interface KeyAttestor {
+  /**
+   * False when the card cannot attest right now (e.g. its attestation key went with a
+   * RESET): ATTEST then answers 6A81 like a card without attestation.
+   */
+  available?(): boolean;
   /** Returns a DER X.509 certificate (starts with 30) for the subject's public key. */
   attest(subject: AttestationSubject): Promise<Uint8Array>;
 }

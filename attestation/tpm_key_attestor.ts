@@ -21,6 +21,10 @@ export class TpmKeyAttestor implements KeyAttestor {
     private readonly aikCertificate: () => Uint8Array | undefined,
   ) {}
 
+  available(): boolean {
+    return this.vault.attestationKey() !== undefined && this.aikCertificate() !== undefined;
+  }
+
   async attest(subject: AttestationSubject): Promise<Uint8Array> {
     const aikCertificate = this.aikCertificate();
     if (!aikCertificate) throw new AttestationError('BAD_INPUT', 'the card has no attestation certificate (object 5FFF01)');

@@ -1,6 +1,7 @@
 /**
  * ATTEST (Yubico extension): 00 F9 <slot> 00 -> DER X.509 certificate of the slot's key.
- * No attestor configured: 6A81 (function not supported). Empty slot: 6A88.
+ * No attestor configured, or none available (RESET removes the attestation key): 6A81
+ * (function not supported). Empty slot: 6A88.
  * Imported key: 6A80 (tokens only attest keys generated on the card).
  */
 import { findKeySlot, slotKey } from '../key_slots.js';
@@ -15,7 +16,9 @@ export const attest: Instruction = {
   readOnly: true,
   chainable: false,
   async handle({ apdu, state, attestor }) {
-    if (!attestor) throw new CardError(SW.FUNCTION_NOT_SUPPORTED, 'attestation is not configured');
+    if (!attestor || attestor.available?.() === false) {
+      throw new CardError(SW.FUNCTION_NOT_SUPPORTED, 'attestation is not configured');
+    }
     if (apdu.p2 !== 0x00 || !findKeySlot(apdu.p1)) throw new CardError(SW.INCORRECT_P1P2);
     requireNoData(apdu);
     const stored = state.keys[slotKey(apdu.p1)];

@@ -205,6 +205,21 @@ test('IMPORT KEY (EC and RSA CRT) then sign; ATTEST asks the attestor only for g
   t.deepEqual(calls, [0x9e]);
 });
 
+test('ATTEST answers 6A81 when the attestor has nothing to attest with (e.g. after RESET)', async (t) => {
+  let available = true;
+  const card = makeTestCard({
+    attestor: {
+      available: () => available,
+      attest: async (subject) => Uint8Array.of(0x30, 0x03, 0x02, 0x01, subject.slot),
+    },
+  });
+  await mutualAuthenticate(card.send);
+  t.is(await card.send('0047009e05ac03800111').then((r) => r.slice(-4)), '9000');
+  t.regex(await card.send('00f99e00'), /9000$/);
+  available = false;
+  t.is(await card.send('00f99e00'), '6a81', 'no attestation key: function not supported');
+});
+
 test('a failed save answers 6581 and leaves card and store as before', async (t) => {
   const card = makeTestCard();
   await mutualAuthenticate(card.send);
