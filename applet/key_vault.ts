@@ -85,6 +85,12 @@ export type CheckResult =
 export interface KeyVault {
   /** The vault's persistent state (JSON), to be stored with the card state. */
   state(): unknown;
+  /**
+   * Optional: the card application calls this once the state last returned by state() is
+   * durable. The vault may then finish what had to wait for the files (the TPM vault retires
+   * superseded PIN/PUK objects here); if state() changes again, the caller saves it again.
+   */
+  persisted?(): Promise<void>;
 
   // --- keys -----------------------------------------------------------------
   /** Creates a new key in the vault; the private part never leaves it. */

@@ -228,6 +228,7 @@ export class PivApplet implements SmartCard {
       const saved = instruction.readOnly && draft === undefined ? true : await this.saveIfChanged(draft);
       if (saved) {
         await this.runQuietly(instruction, commitActions);
+        if (!instruction.readOnly) await this.afterPersisted(instruction);
         result = { sw: SW.SUCCESS, data };
       } else {
         await this.runQuietly(instruction, rollbackActions);
@@ -263,6 +264,21 @@ export class PivApplet implements SmartCard {
     this.committed = next;
     this.savedVaultJson = vaultJson;
     return true;
+  }
+
+  /**
+   * Lets the vault finish work that waited for the saved state (vault.persisted), then saves
+   * what that changed. Best effort: the command has succeeded already, and the vault redoes
+   * the work at its next use if this is interrupted.
+   */
+  private async afterPersisted(instruction: Instruction): Promise<void> {
+    if (!this.vault.persisted) return;
+    try {
+      await this.vault.persisted();
+      await this.saveIfChanged(undefined);
+    } catch (error) {
+      this.report('persisted-failure', instruction, error);
+    }
   }
 
   private async runQuietly(instruction: Instruction, actions: Array<() => Promise<void>>): Promise<void> {

@@ -68,6 +68,7 @@ export const TPM_CC = {
   NV_ReadPublic: 0x169,
   PolicyAuthValue: 0x16b,
   PolicyCommandCode: 0x16c,
+  PolicyNV: 0x149,
   PolicyOR: 0x171,
   PolicyGetDigest: 0x189,
   PolicyRestart: 0x180,
@@ -134,6 +135,22 @@ export const TPM_HT = {
 
 /** TPM_SE: session types. */
 export const TPM_SE = { HMAC: 0x00, POLICY: 0x01, TRIAL: 0x03 } as const;
+
+/** TPM_EO: comparison of PolicyNV / PolicyCounterTimer (operandA is the NV data, operandB the caller's). */
+export const TPM_EO = {
+  EQ: 0x0000,
+  NEQ: 0x0001,
+  SIGNED_GT: 0x0002,
+  UNSIGNED_GT: 0x0003,
+  SIGNED_LT: 0x0004,
+  UNSIGNED_LT: 0x0005,
+  SIGNED_GE: 0x0006,
+  UNSIGNED_GE: 0x0007,
+  SIGNED_LE: 0x0008,
+  UNSIGNED_LE: 0x0009,
+  BITSET: 0x000a,
+  BITCLEAR: 0x000b,
+} as const;
 
 /** TPMA_SESSION bits. */
 export const TPMA_SESSION = {

@@ -25,3 +25,4 @@ export { parseTcti, type TctiConfig } from './tcti.js';
 export type { TpmTransport } from './transport.js';
 export { openTransport } from './transport.js';
 export { ecdsaSignatureToDer, eccPointToUncompressed, rsaPublicKeyToNode, eccPublicKeyToNode, publicKeyToNode } from './keys.js';
+export * from './policy_digest.js';

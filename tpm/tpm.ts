@@ -967,6 +967,27 @@ export class Tpm {
     });
   }
 
+  /**
+   * TPM2_PolicyNV: the policy holds only if (NV data at `offset`, `operandB.length` bytes)
+   * `operation` (TPM_EO) `operandB`. Authorized like an NV read: by the index itself with its
+   * authValue (opts.auth) unless opts.authHandle (e.g. TPM_RH.OWNER). Fails with TPM_RC_POLICY
+   * when the comparison is false.
+   *
+   *   handles: authHandle, nvIndex, policySession    params: TPM2B operandB | u16 offset | u16 operation
+   */
+  async policyNV(session: PolicySessionRef, nvIndex: number, operandB: Uint8Array, offset: number, operation: number, opts: AuthOptions & { authHandle?: number } = {}): Promise<void> {
+    checkNvRange(operandB.length, offset);
+    await this.exclusive(async () => {
+      const { auth, index } = await this.nvAuthEntity(nvIndex, opts.authHandle);
+      const w = new Writer(operandB.length + 8);
+      w.tpm2b(operandB).u16(offset).u16(operation);
+      await this.execute({
+        cc: TPM_CC.PolicyNV, name: 'PolicyNV', handles: [auth, index, this.policyEntity(session)], auths: [opts], params: w.view(), responseHandles: 0,
+        encryptCommand: 'possible',
+      });
+    });
+  }
+
   /** TPM2_PolicyGetDigest. */
   async policyGetDigest(session: PolicySessionRef): Promise<Uint8Array> {
     return this.exclusive(async () => {

@@ -7,6 +7,8 @@
  *   imported keys    the same without fixedTPM|fixedParent|sensitiveDataOrigin (TPM2_Import refuses
  *                    them); no authPolicy, so TPM2_Duplicate can never run on them: still not exportable
  *   sealed secrets   keyedHash, scheme NULL, fixedTPM|fixedParent|userWithAuth, noDA unless DA-protected
+ *   PIN/PUK objects  keyedHash, scheme NULL, fixedTPM|fixedParent, DA-protected, NO userWithAuth:
+ *                    only the generation policy (pin_policy.ts) opens them
  *
  * sign|decrypt with scheme NULL lets one key serve raw RSA (RSA_Decrypt with scheme NULL),
  * ECDSA (scheme given per Sign) and ECDH (ECDH_ZGen needs decrypt).
@@ -93,6 +95,18 @@ export function sealedTemplate(daProtected: boolean): KeyedHashPublic {
     objectAttributes:
       TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.userWithAuth | (daProtected ? 0 : TPMA_OBJECT.noDA),
     authPolicy: new Uint8Array(0),
+    scheme: NULL_SCHEME,
+    unique: new Uint8Array(0),
+  };
+}
+
+/** PIN or PUK object: sealed K_user usable only through `authPolicy` (pin_policy.ts); DA-protected. */
+export function policySealedTemplate(authPolicy: Uint8Array): KeyedHashPublic {
+  return {
+    type: TPM_ALG.KEYEDHASH,
+    nameAlg: TPM_ALG.SHA256,
+    objectAttributes: TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent,
+    authPolicy,
     scheme: NULL_SCHEME,
     unique: new Uint8Array(0),
   };

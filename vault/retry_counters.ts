@@ -3,20 +3,25 @@
  * that restoring old files cannot roll them back. An NV write is durable when the TPM
  * answers, which is what "decrement before the check" relies on.
  *
- * NV index: 8 bytes, attributes AUTHWRITE | AUTHREAD | NO_DA, authValue = nvAuth (a
+ * NV index: 16 bytes, attributes AUTHWRITE | AUTHREAD | NO_DA, authValue = nvAuth (a
  * high-entropy value only the vault derives), created under the owner hierarchy.
  *
- *   byte 0  layout version (1)
+ *   byte 0  layout version (2)
  *   byte 1  flags: bit0 PIN is default, bit1 PUK is default, bit2 card has a PUK
  *   byte 2  PIN tries total      byte 3  PIN tries remaining
  *   byte 4  PUK tries total      byte 5  PUK tries remaining
  *   byte 6..7 reserved (0)
+ *   byte 8..11   PIN generation (u32 big-endian)   the PIN objects' PolicyNV compares these
+ *   byte 12..15  PUK generation (u32 big-endian)   bytes (pin_policy.ts): a bump kills older objects
  */
-import { TPM_ALG, TPMA_NV, TPM_RH, type Tpm } from '../tpm/index.js';
+import { RC, TPM_ALG, TPMA_NV, TPM_RH, TpmError, type Tpm } from '../tpm/index.js';
 import { VaultError } from './vault_error.js';
 
-export const COUNTERS_SIZE = 8;
-const LAYOUT_VERSION = 1;
+export const COUNTERS_SIZE = 16;
+const LAYOUT_VERSION = 2;
+/** Where PolicyNV finds each generation (4 bytes, big-endian, compared with TPM_EO_EQ). */
+export const GENERATION_OFFSET = { pin: 8, puk: 12 } as const;
+const MAX_GENERATION = 0xffffffff;
 const FLAG_PIN_DEFAULT = 0x01;
 const FLAG_PUK_DEFAULT = 0x02;
 const FLAG_HAS_PUK = 0x04;
@@ -29,11 +34,32 @@ export interface RetryCounters {
   pukTotal: number;
   pukRemaining: number;
   pukIsDefault: boolean;
+  /** Generation the live PIN / PUK objects are bound to; bumped by every change of that secret. */
+  pinGeneration: number;
+  pukGeneration: number;
+}
+
+/** The 4 bytes PolicyNV compares with the generation field. */
+export function generationBytes(generation: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, generation);
+  return out;
+}
+
+/** Valid generations: u32; the last one can't be bumped (4 billion changes: not reachable in practice). */
+export function checkGeneration(generation: unknown, what: string): asserts generation is number {
+  if (typeof generation !== 'number' || !Number.isInteger(generation) || generation < 0 || generation >= MAX_GENERATION) {
+    throw new VaultError('BAD_STATE', `${what} generation is out of range`);
+  }
 }
 
 export function encodeCounters(c: RetryCounters): Uint8Array {
   const flags = (c.pinIsDefault ? FLAG_PIN_DEFAULT : 0) | (c.pukIsDefault ? FLAG_PUK_DEFAULT : 0) | (c.hasPuk ? FLAG_HAS_PUK : 0);
-  return Uint8Array.of(LAYOUT_VERSION, flags, c.pinTotal, c.pinRemaining, c.pukTotal, c.pukRemaining, 0, 0);
+  const out = new Uint8Array(COUNTERS_SIZE);
+  out.set([LAYOUT_VERSION, flags, c.pinTotal, c.pinRemaining, c.pukTotal, c.pukRemaining, 0, 0]);
+  out.set(generationBytes(c.pinGeneration), GENERATION_OFFSET.pin);
+  out.set(generationBytes(c.pukGeneration), GENERATION_OFFSET.puk);
+  return out;
 }
 
 export function decodeCounters(bytes: Uint8Array): RetryCounters {
@@ -41,6 +67,7 @@ export function decodeCounters(bytes: Uint8Array): RetryCounters {
     throw new VaultError('BAD_STATE', 'retry counter NV index has an unknown layout');
   }
   const flags = bytes[1]!;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const c: RetryCounters = {
     pinIsDefault: (flags & FLAG_PIN_DEFAULT) !== 0,
     pukIsDefault: (flags & FLAG_PUK_DEFAULT) !== 0,
@@ -49,6 +76,8 @@ export function decodeCounters(bytes: Uint8Array): RetryCounters {
     pinRemaining: bytes[3]!,
     pukTotal: bytes[4]!,
     pukRemaining: bytes[5]!,
+    pinGeneration: view.getUint32(GENERATION_OFFSET.pin),
+    pukGeneration: view.getUint32(GENERATION_OFFSET.puk),
   };
   if (c.pinRemaining > c.pinTotal || c.pukRemaining > c.pukTotal) {
     throw new VaultError('BAD_STATE', 'retry counter NV index is inconsistent');
@@ -89,8 +118,25 @@ export class CounterIndex {
   }
 
   async read(): Promise<RetryCounters> {
-    const bytes = await this.tpm.nvRead(this.nvIndex, COUNTERS_SIZE, 0, { auth: this.nvAuth, session: 'salted' });
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.tpm.nvRead(this.nvIndex, COUNTERS_SIZE, 0, { auth: this.nvAuth, session: 'salted' });
+    } catch (e) {
+      // An index of another size (e.g. the 8-byte layout 1) can't hold this layout.
+      if (e instanceof TpmError && e.base === RC.NV_RANGE) throw new VaultError('BAD_STATE', 'retry counter NV index has an unknown layout', { cause: e });
+      throw e;
+    }
     return decodeCounters(bytes);
+  }
+
+  /** The index's name (its public area, WRITTEN set once defined): what PolicyNV binds to. */
+  async name(): Promise<Uint8Array> {
+    return (await this.tpm.nvReadPublic(this.nvIndex)).name;
+  }
+
+  /** The counter index's authValue, for PolicyNV (authorized like a read). */
+  get authValue(): Uint8Array {
+    return this.nvAuth;
   }
 
   async write(counters: RetryCounters): Promise<void> {

@@ -46,10 +46,11 @@ import { DEFAULT_PIN, DEFAULT_PUK } from '../common/pin_rules.js';
 import { normaliseHash, ecdsaSignatureDer } from './ecdsa_encoding.js';
 import { aikTemplate, CERTIFY_POLICY_DIGEST, type AttestationKeyPublic, type EndorsementKeySource, type KeyCertification } from './attestation_key.js';
 import { boxEphemeralPoint, KEY_AUTH_BYTES, openKeyAuth, sealKeyAuth } from './key_auth_box.js';
-import { CURVES, RSA_MODULUS_BYTES, cardParentTemplate, keyTemplate, sealedTemplate, wrapKeyTemplate } from './key_templates.js';
+import { CURVES, RSA_MODULUS_BYTES, cardParentTemplate, keyTemplate, policySealedTemplate, sealedTemplate, wrapKeyTemplate } from './key_templates.js';
 import { LoadedObjects } from './loaded_objects.js';
 import { deriveAuthValue, secretsEqual, type SecretPurpose } from './pin_auth.js';
 import { CounterIndex, checkTries, type RetryCounters } from './retry_counters.js';
+import { generationPolicyDigest, staleObjectError, unsealWithGeneration } from './pin_generation.js';
 import { rsaPublicFromCrt } from './rsa_crt.js';
 import { CARD_PARENT_BASE, COUNTER_INDEX_BASE, findFreeHandle } from './tpm_handles.js';
 import { VaultError } from './vault_error.js';
@@ -83,6 +84,8 @@ const DEFAULT_TRIES = 5;
 const SECRET_BYTES = 32;
 const SALT_BYTES = 16;
 const MAX_SECRET_LENGTH = 255;
+/** Generation of a new card's PIN and PUK objects. */
+const FIRST_GENERATION = 1;
 
 const MANAGEMENT_KEY_TAGS: Record<ManagementKeyAlgorithm, { tag: number; length: number }> = {
   tdes: { tag: 0x03, length: 24 },
@@ -400,10 +403,19 @@ export class TpmVault implements KeyVault {
 
   // --- PIN and PUK -----------------------------------------------------------------------
 
+  /**
+   * The card's files now hold pinNext/pukNext: move the NV generation on at once, so old
+   * PIN/PUK objects (and backups holding them) die now rather than at the next PIN use.
+   */
+  async persisted(): Promise<void> {
+    await this.run('cannot retire the previous PIN/PUK', () => this.settleGenerations());
+  }
+
   async verifyPin(pin: Uint8Array): Promise<CheckResult> {
     checkSecretValue(pin, 'PIN');
     return this.run('PIN check failed', async () => {
-      const { result, value } = await this.attempt('pin', pin, (object, auth) => this.tpm.unseal(object, { auth, session: 'salted' }));
+      await this.settleGenerations();
+      const { result, value } = await this.attempt('pin', pin);
       if (value) this.setUnlocked(value);
       return result;
     });
@@ -431,14 +443,15 @@ export class TpmVault implements KeyVault {
     checkSecretValue(oldPin, 'PIN');
     checkSecretValue(newPin, 'new PIN');
     return this.run('PIN change failed', async () => {
-      const newAuth = deriveAuthValue(this.saltBytes(), 'pin', newPin);
-      // ObjectChangeAuth checks the old PIN (DA-counted) and re-encrypts the same K_user.
-      const { result, value } = await this.attempt('pin', oldPin, (object, auth) =>
-        this.objects.withRoom(() => this.tpm.objectChangeAuth(object, this.parent, newAuth, { auth, session: 'salted' })),
-      );
-      if (value) {
-        const old = decodeWrapped(this.vaultState.pin);
-        this.vaultState.pin = encodeWrapped({ public: old.public, private: value });
+      await this.settleGenerations();
+      // Unseal checks the old PIN (DA-counted); the new PIN gets a new object for the next generation.
+      const { result, value: kUser } = await this.attempt('pin', oldPin);
+      if (kUser) {
+        try {
+          await this.stageSecret('pin', kUser, newPin);
+        } finally {
+          kUser.fill(0);
+        }
         await this.updateCounters((c) => ({ ...c, pinIsDefault: this.isDefault('pin', newPin) }));
       }
       return result;
@@ -449,13 +462,14 @@ export class TpmVault implements KeyVault {
     checkSecretValue(oldPuk, 'PUK');
     checkSecretValue(newPuk, 'new PUK');
     return this.run('PUK change failed', async () => {
-      const newAuth = deriveAuthValue(this.saltBytes(), 'puk', newPuk);
-      const { result, value } = await this.attempt('puk', oldPuk, (object, auth) =>
-        this.objects.withRoom(() => this.tpm.objectChangeAuth(object, this.parent, newAuth, { auth, session: 'salted' })),
-      );
-      if (value) {
-        const old = decodeWrapped(this.vaultState.puk!);
-        this.vaultState.puk = encodeWrapped({ public: old.public, private: value });
+      await this.settleGenerations();
+      const { result, value: kUser } = await this.attempt('puk', oldPuk);
+      if (kUser) {
+        try {
+          await this.stageSecret('puk', kUser, newPuk);
+        } finally {
+          kUser.fill(0);
+        }
         await this.updateCounters((c) => ({ ...c, pukIsDefault: this.isDefault('puk', newPuk) }));
       }
       return result;
@@ -466,7 +480,8 @@ export class TpmVault implements KeyVault {
     checkSecretValue(puk, 'PUK');
     checkSecretValue(newPin, 'new PIN');
     return this.run('PIN unblock failed', async () => {
-      const { result, value: kUser } = await this.attempt('puk', puk, (object, auth) => this.tpm.unseal(object, { auth, session: 'salted' }));
+      await this.settleGenerations();
+      const { result, value: kUser } = await this.attempt('puk', puk);
       if (kUser) {
         try {
           await this.replacePin(kUser, newPin);
@@ -484,6 +499,7 @@ export class TpmVault implements KeyVault {
       if (this.vaultState.admin === undefined) {
         throw new VaultError('WRONG_CARD_KIND', 'this card has a PUK: only the PUK can unblock its PIN');
       }
+      await this.settleGenerations();
       const kUser = await unsealWith(this.tpm, this.objects, this.parent, this.vaultState.admin, new Uint8Array(0));
       try {
         await this.replacePin(kUser, newPin);
@@ -503,13 +519,11 @@ export class TpmVault implements KeyVault {
     }
     if (puk !== undefined) checkSecretValue(puk, 'PUK');
     await this.run('cannot set the retry counters', async () => {
+      await this.settleGenerations();
       const kUser = await this.userSecretForAdministration();
       try {
-        const salt = this.saltBytes();
-        const pinBlob = await this.sealSecret(kUser, deriveAuthValue(salt, 'pin', pin), true);
-        const pukBlob = puk ? await this.sealSecret(kUser, deriveAuthValue(salt, 'puk', puk), true) : undefined;
-        this.vaultState.pin = pinBlob;
-        if (pukBlob) this.vaultState.puk = pukBlob;
+        await this.stageSecret('pin', kUser, pin);
+        if (puk) await this.stageSecret('puk', kUser, puk);
         await this.updateCounters((c) => ({
           ...c,
           pinTotal: pinTries,
@@ -738,17 +752,17 @@ export class TpmVault implements KeyVault {
   /**
    * One PIN or PUK try, in the order that makes the counter trustworthy:
    * load the object (no check yet), write remaining-1 to NV (durable), let the TPM check
-   * the derived auth, then write the total back on success. A TPM lockout means nothing
-   * was checked: the counter is restored.
+   * the derived auth (generation policy, pin_generation.ts: Unseal gives K_user), then write the
+   * total back on success. A TPM lockout means nothing was checked: the counter is restored.
+   * An object of another generation than NV's is refused (BAD_STATE) without costing a try.
    */
-  private async attempt<T>(
-    purpose: SecretPurpose,
-    value: Uint8Array,
-    check: (object: LoadedObject, auth: Uint8Array) => Promise<T>,
-  ): Promise<{ result: CheckResult; value?: T }> {
+  private async attempt(purpose: SecretPurpose, value: Uint8Array): Promise<{ result: CheckResult; value?: Uint8Array }> {
     const blob = purpose === 'pin' ? this.vaultState.pin : this.vaultState.puk;
     if (blob === undefined) throw new VaultError('WRONG_CARD_KIND', 'this card has no PUK');
+    const generation = purpose === 'pin' ? this.vaultState.pinGeneration : this.vaultState.pukGeneration;
     const before = await this.counters.read();
+    // An object of another generation can't open: say so without costing a try (pin_generation.ts).
+    if ((purpose === 'pin' ? before.pinGeneration : before.pukGeneration) !== generation) throw staleObjectError(purpose);
     const remaining = purpose === 'pin' ? before.pinRemaining : before.pukRemaining;
     if (remaining === 0) return { result: { ok: false, reason: 'blocked' } };
     const withRemaining = (n: number): RetryCounters => (purpose === 'pin' ? { ...before, pinRemaining: n } : { ...before, pukRemaining: n });
@@ -756,10 +770,15 @@ export class TpmVault implements KeyVault {
     try {
       return await this.objects.with(this.parent, decodeWrapped(blob), undefined, async (object) => {
         await this.counters.write(withRemaining(remaining - 1));
-        let checked: T;
+        let checked: Uint8Array;
         try {
-          checked = await check(object, auth);
+          checked = await unsealWithGeneration(this.tpm, this.counters, purpose, generation, object, auth);
         } catch (e) {
+          if (e instanceof VaultError && e.reason === 'BAD_STATE') {
+            // The TPM refused the generation policy before checking any auth: give the try back.
+            await this.counters.write(withRemaining(remaining));
+            throw e;
+          }
           if (isLockout(e)) {
             await this.counters.write(withRemaining(remaining));
             const info = await this.tpm.dictionaryAttackInfo();
@@ -779,13 +798,64 @@ export class TpmVault implements KeyVault {
 
   /** New PIN object sealing the same K_user under the new PIN's auth; PIN counter full. */
   private async replacePin(kUser: Uint8Array, newPin: Uint8Array): Promise<void> {
-    const auth = deriveAuthValue(this.saltBytes(), 'pin', newPin);
-    try {
-      this.vaultState.pin = await this.sealSecret(kUser, auth, true);
-    } finally {
-      auth.fill(0);
-    }
+    await this.stageSecret('pin', kUser, newPin);
     await this.updateCounters((c) => ({ ...c, pinRemaining: c.pinTotal, pinIsDefault: this.isDefault('pin', newPin) }));
+  }
+
+  /**
+   * Generations (pin_generation.ts). A change of the PIN (or PUK) never touches NV itself: it seals
+   * a new object for generation g+1 and keeps it beside the live one ("pinNext" in the state)
+   * when the call returns; the card application then saves the state. The NV generation is
+   * bumped here, at the start of the next PIN/PUK operation, and pinNext becomes the live object.
+   * Every crash point leaves the card as before or after the change:
+   *
+   *   a. during the change call (new object made, state not saved): files hold {pin@g}, NV g:
+   *      as before; the unsaved object is lost with the process.
+   *   b. state saved, NV not bumped yet: files hold {pin@g, pinNext@g+1}, NV g: the next
+   *      operation writes g+1 and promotes pinNext: after. (Until then the old object, and old
+   *      backups, still open with the old PIN: the bump is lazy because NV must not move
+   *      before the files that hold pinNext are on disk.)
+   *   c. NV bumped, promoted state not saved yet: files hold {pin@g, pinNext@g+1}, NV g+1:
+   *      promotion again (idempotent): after. The object for g is dead.
+   *   d. promoted state saved: files hold {pin@g+1}, NV g+1: after.
+   *
+   * Any NV value other than g or g+1 means the files are older than the TPM: stale, refused.
+   * Every change first settles a pending one, so a new pinNext is always for a fresh generation.
+   */
+  private async settleGenerations(): Promise<void> {
+    const state = this.vaultState;
+    if (state.pinNext === undefined && state.pukNext === undefined) return;
+    const counters = await this.counters.read();
+    const next = { ...counters };
+    for (const purpose of ['pin', 'puk'] as const) {
+      const pending = purpose === 'pin' ? state.pinNext : state.pukNext;
+      if (pending === undefined) continue;
+      const live = purpose === 'pin' ? state.pinGeneration : state.pukGeneration;
+      const inNv = purpose === 'pin' ? counters.pinGeneration : counters.pukGeneration;
+      if (inNv !== live && inNv !== live + 1) throw staleObjectError(purpose);
+      if (purpose === 'pin') next.pinGeneration = live + 1;
+      else next.pukGeneration = live + 1;
+    }
+    if (next.pinGeneration !== counters.pinGeneration || next.pukGeneration !== counters.pukGeneration) await this.counters.write(next);
+    if (state.pinNext !== undefined) {
+      state.pin = state.pinNext;
+      state.pinGeneration += 1;
+      delete state.pinNext;
+    }
+    if (state.pukNext !== undefined) {
+      state.puk = state.pukNext;
+      state.pukGeneration += 1;
+      delete state.pukNext;
+    }
+  }
+
+  /** Seals K_user under the new value for the next generation and keeps it pending (settleGenerations). */
+  private async stageSecret(purpose: SecretPurpose, kUser: Uint8Array, value: Uint8Array): Promise<void> {
+    const generation = (purpose === 'pin' ? this.vaultState.pinGeneration : this.vaultState.pukGeneration) + 1;
+    if (generation >= 0xffffffff) throw new VaultError('BAD_STATE', `the ${purpose.toUpperCase()} generation is exhausted`);
+    const blob = await sealGenerationObject(this.tpm, this.objects, this.parent, this.counters, purpose, generation, kUser, deriveAuthValue(this.saltBytes(), purpose, value));
+    if (purpose === 'pin') this.vaultState.pinNext = blob;
+    else this.vaultState.pukNext = blob;
   }
 
   /** K_user for an administrative change: from the unlocked session, or the admin object (card without PUK). */
@@ -916,8 +986,6 @@ async function provision(
     const wrapKey = await objects.withRoom(() => tpm.create(parent, wrapKeyTemplate(), { userAuth: kUser }, { session: 'salted' }));
     const wrapPoint = publicKeyOf('eccp256', wrapKey.publicArea);
     if (!('point' in wrapPoint)) throw new VaultError('TPM', 'wrap key is not an EC key');
-    const pinBlob = await seal(kUser, deriveAuthValue(salt, 'pin', pin), true);
-    const pukBlob = puk ? await seal(kUser, deriveAuthValue(salt, 'puk', puk), true) : undefined;
     const adminBlob = puk ? undefined : await seal(kUser, new Uint8Array(0), false);
     const managementBlob = await seal(management, new Uint8Array(0), false);
     const defaults = {
@@ -932,6 +1000,8 @@ async function provision(
       pukTotal: tries.pukTries,
       pukRemaining: tries.pukTries,
       pukIsDefault: puk !== undefined && secretsEqual(puk, defaults.puk),
+      pinGeneration: FIRST_GENERATION,
+      pukGeneration: FIRST_GENERATION,
     };
     let counters: CounterIndex | undefined;
     for (let attempt = 0; !counters; attempt++) {
@@ -942,6 +1012,16 @@ async function provision(
         if (!(e instanceof TpmError && e.base === RC.NV_DEFINED) || attempt >= 3) throw e;
       }
     }
+    // The PIN/PUK objects' policy names the counter index: they are sealed after it exists.
+    let pinBlob: string;
+    let pukBlob: string | undefined;
+    try {
+      pinBlob = await sealGenerationObject(tpm, objects, parent, counters, 'pin', FIRST_GENERATION, kUser, deriveAuthValue(salt, 'pin', pin));
+      pukBlob = puk ? await sealGenerationObject(tpm, objects, parent, counters, 'puk', FIRST_GENERATION, kUser, deriveAuthValue(salt, 'puk', puk)) : undefined;
+    } catch (e) {
+      await undefineQuietly(counters, options).catch(() => undefined);
+      throw e;
+    }
     const state: TpmVaultState = {
       format: STATE_FORMAT,
       parent: { handle: parent.handle, name: hex(parent.name) },
@@ -950,6 +1030,8 @@ async function provision(
       free,
       wrapKey: { blob: encodeWrapped(wrapKey), point: b64(wrapPoint.point) },
       pin: pinBlob,
+      pinGeneration: FIRST_GENERATION,
+      pukGeneration: FIRST_GENERATION,
       managementKey: managementBlob,
     };
     if (pukBlob) state.puk = pukBlob;
@@ -958,6 +1040,26 @@ async function provision(
   } finally {
     kUser.fill(0);
     management.fill(0);
+  }
+}
+
+/** A PIN or PUK object: K_user sealed under `auth`, usable only while NV holds `generation` (pin_generation.ts). */
+async function sealGenerationObject(
+  tpm: Tpm,
+  objects: LoadedObjects,
+  parent: TpmEntity,
+  counters: CounterIndex,
+  purpose: SecretPurpose,
+  generation: number,
+  kUser: Uint8Array,
+  auth: Uint8Array,
+): Promise<string> {
+  try {
+    const policy = generationPolicyDigest(await counters.name(), purpose, generation);
+    const blob = await objects.withRoom(() => tpm.create(parent, policySealedTemplate(policy), { userAuth: auth, data: kUser }, { session: 'salted' }));
+    return encodeWrapped(blob);
+  } finally {
+    auth.fill(0);
   }
 }
 

@@ -4,14 +4,17 @@
  * the TPM under the card parent, whose private part never leaves the TPM.
  *
  *   {
- *     "format": "tpmvsc-tpm-vault/1",
+ *     "format": "tpmvsc-tpm-vault/2",
  *     "parent":   { "handle": 2165...,   "name": "000b..." }   persistent card parent, its name (hex)
  *     "counters": 18...                                        NV index of the retry counters
  *     "salt":     "base64"                                     card salt for PIN/PUK derivation
  *     "free":     "base64"   sealed K_free (empty auth, noDA)
  *     "wrapKey":  { "blob": "base64", "point": "base64" }      user wrap key (auth K_user) and its public point
- *     "pin":      "base64"   sealed K_user, auth from the PIN (DA-protected)
- *     "puk":      "base64"   sealed K_user, auth from the PUK (DA-protected)          card with a PUK
+ *     "pin":      "base64"   sealed K_user, auth from the PIN (DA-protected), bound to PIN generation pinGeneration
+ *     "puk":      "base64"   sealed K_user, auth from the PUK (DA-protected), bound to pukGeneration   card with a PUK
+ *     "pinGeneration": 1     "pukGeneration": 1                                    (pin_policy.ts)
+ *     "pinNext":  "base64"   a changed PIN's object for pinGeneration+1, not yet promoted (tpm_vault.ts: crash safety)
+ *     "pukNext":  "base64"   the same for the PUK
  *     "admin":    "base64"   sealed K_user, empty auth, noDA                          card without a PUK
  *     "managementKey": "base64"  sealed (algorithm byte || key), empty auth, noDA
  *     "aik":      "base64"   attestation identity key (attestation_key.ts)          card with /attestation
@@ -19,7 +22,7 @@
  */
 import { VaultError } from './vault_error.js';
 
-export const STATE_FORMAT = 'tpmvsc-tpm-vault/1';
+export const STATE_FORMAT = 'tpmvsc-tpm-vault/2';
 
 export interface TpmVaultState {
   format: typeof STATE_FORMAT;
@@ -30,6 +33,10 @@ export interface TpmVaultState {
   wrapKey: { blob: string; point: string };
   pin: string;
   puk?: string;
+  pinGeneration: number;
+  pukGeneration: number;
+  pinNext?: string;
+  pukNext?: string;
   admin?: string;
   managementKey: string;
   aik?: string;
@@ -64,6 +71,15 @@ export function parseVaultState(value: unknown): TpmVaultState {
   base64Field(value, 'puk', true);
   base64Field(value, 'admin', true);
   base64Field(value, 'aik', true);
+  base64Field(value, 'pinNext', true);
+  base64Field(value, 'pukNext', true);
+  for (const key of ['pinGeneration', 'pukGeneration']) {
+    const g = value[key];
+    if (typeof g !== 'number' || !Number.isInteger(g) || g < 0 || g >= 0xffffffff) {
+      throw new VaultError('BAD_STATE', `vault state field "${key}" is malformed`);
+    }
+  }
+  if (value.pukNext !== undefined && value.puk === undefined) throw new VaultError('BAD_STATE', 'vault state has "pukNext" but no "puk"');
   if ((value.puk === undefined) === (value.admin === undefined)) {
     throw new VaultError('BAD_STATE', 'vault state must hold exactly one of "puk" and "admin"');
   }

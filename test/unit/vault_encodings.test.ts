@@ -77,9 +77,12 @@ test('key auth box opens with the ECDH secret of the wrap key and only with it',
 });
 
 test('retry counters round-trip and reject unknown layouts', (t) => {
-  const c = { pinTotal: 5, pinRemaining: 3, pinIsDefault: true, hasPuk: true, pukTotal: 4, pukRemaining: 4, pukIsDefault: false };
+  const c = { pinTotal: 5, pinRemaining: 3, pinIsDefault: true, hasPuk: true, pukTotal: 4, pukRemaining: 4, pukIsDefault: false, pinGeneration: 0x01020304, pukGeneration: 7 };
   t.deepEqual(decodeCounters(encodeCounters(c)), c);
   const bytes = encodeCounters(c);
+  // Layout 2: the generations sit where PolicyNV compares them (u32 big-endian at 8 and 12).
+  t.deepEqual([...bytes.subarray(8)], [1, 2, 3, 4, 0, 0, 0, 7]);
+  t.throws(() => decodeCounters(bytes.subarray(0, 8)), { instanceOf: VaultError });
   bytes[0] = 9;
   t.throws(() => decodeCounters(bytes), { instanceOf: VaultError });
   const inconsistent = encodeCounters({ ...c, pinRemaining: 9 });
