@@ -191,6 +191,7 @@ async function main(): Promise<void> {
     say('PIN 12345678, PUK 12345678, admin (management) key 010203040506070801020304050607080102030405060708');
     say('Try:');
     say(`  yubico-piv-tool -r '${card.reader}' -a status`);
+    say(`  ykman --reader '${card.reader}' piv info`);
     say('  opensc-tool -l');
     say('  pkcs11-tool --module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so -L');
     say(`  TPMVSC_SOCKET=${socketPath} node ${cli} list`);
