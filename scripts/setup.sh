@@ -17,7 +17,7 @@ DEBIAN_PACKAGES=(
   # provisioning tpm2-pkcs11 for bench/pkcs11_bench.ts (tpm2-abrmd on a private session bus)
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus
   # isolation and service checks
-  util-linux iproute2 systemd
+  util-linux iproute2 systemd openssl
 )
 
 missing=()
@@ -36,7 +36,7 @@ if ((${#missing[@]})); then
   echo "tpmvsc setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # npm dependencies: install when node_modules is missing or older than the lock file.
