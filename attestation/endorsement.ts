@@ -5,13 +5,25 @@
  *   certificate NV index   EK                                            persistent handle (usual)
  *   0x01C00002             RSA-2048, template L-1 (policy PolicySecret)  0x81010001
  *   0x01C0000A             ECC P-256, template L-2                       0x81010002
- *   0x01C00016             ECC P-384, high range H-? (policy PolicyOR)   0x81010016   read, not usable here
+ *   0x01C00016             ECC P-384, high range H-3 (policy PolicyOR)   0x81010016
  *
  * The EK is used from its persistent handle when the key there matches the certificate;
- * otherwise it is re-created as a primary from the low-range template (same seed, same key).
+ * otherwise it is re-created as a primary from its template (same seed, same key).
+ *
+ * High-range EKs (H-3: P-384, nameAlg SHA-384, userWithAuth | adminWithPolicy) carry
+ *   authPolicy = PolicyB = PolicyOR(PolicyA, PolicyC)            (all SHA-384)
+ *   PolicyA    = PolicySecret(TPM_RH_ENDORSEMENT)
+ *   PolicyC    = PolicyAuthorizeNV(0x01C07F02)  (a constant of the EK profile; its NV index
+ *                                                need not exist to take the PolicyA branch)
+ * so the admin role is reached with PolicySecret then PolicyOR(PolicyA, PolicyC) in a SHA-384
+ * session (swtpm_setup makes exactly this EK; its authPolicy is checked in the tests).
  */
 import { createHash, X509Certificate } from 'node:crypto';
 import {
+  emptyPolicyDigestFor,
+  handleName,
+  policyOrDigest,
+  policySecretDigest,
   TPM_ALG,
   TPM_CC,
   TPM_ECC,
@@ -22,7 +34,7 @@ import {
   type Tpm,
   type TpmPublic,
 } from '../tpm/index.js';
-import type { EndorsementKeySource } from '../vault/attestation_key.js';
+import type { EndorsementKeySource, EndorsementPolicy } from '../vault/attestation_key.js';
 import { AttestationError } from './attestation_error.js';
 
 /** TPM2_PolicySecret(TPM_RH_ENDORSEMENT) digest (SHA-256): the default EK authPolicy. */
@@ -34,6 +46,20 @@ export const EK_POLICY_SECRET_ENDORSEMENT: Uint8Array = (() => {
   const step = createHash('sha256').update(Buffer.alloc(32)).update(cc).update(handle).digest();
   return new Uint8Array(createHash('sha256').update(step).digest()); // policyRef empty
 })();
+
+/** PolicyA for SHA-384: PolicySecret(TPM_RH_ENDORSEMENT). */
+export const EK_POLICY_A_SHA384: Uint8Array = policySecretDigest(TPM_ALG.SHA384, emptyPolicyDigestFor(TPM_ALG.SHA384), handleName(TPM_RH.ENDORSEMENT));
+
+/** PolicyC for SHA-384 (TCG EK Credential Profile 2.x, PolicyAuthorizeNV branch): a published constant. */
+export const EK_POLICY_C_SHA384: Uint8Array = new Uint8Array(
+  Buffer.from('d6032ce61f2fb3c240eb3cf6a33237ef2b6a16f4293c22b455e261cffd217ad5b4947c2d73e63005eed2dc2b3593d165', 'hex'),
+);
+
+/** PolicyB for SHA-384 = PolicyOR(PolicyA, PolicyC): the authPolicy of high-range SHA-384 EKs. */
+export const EK_POLICY_B_SHA384: Uint8Array = policyOrDigest(TPM_ALG.SHA384, [EK_POLICY_A_SHA384, EK_POLICY_C_SHA384]);
+
+/** How the vault satisfies a high-range SHA-384 EK's admin policy. */
+export const EK_HIGH_RANGE_SHA384_POLICY: EndorsementPolicy = { hashAlg: TPM_ALG.SHA384, orBranches: [EK_POLICY_A_SHA384, EK_POLICY_C_SHA384] };
 
 const EK_ATTRIBUTES = (A.fixedTPM | A.fixedParent | A.sensitiveDataOrigin | A.adminWithPolicy | A.restricted | A.decrypt) >>> 0;
 
@@ -67,10 +93,34 @@ export function eccEkTemplate(): TpmPublic {
   };
 }
 
-const CANDIDATES = [
+/** TCG high-range EK template H-3 (ECC P-384, SHA-384, AES-256, unique empty). */
+export function eccP384HighRangeEkTemplate(): TpmPublic {
+  return {
+    type: TPM_ALG.ECC,
+    nameAlg: TPM_ALG.SHA384,
+    objectAttributes: (EK_ATTRIBUTES | A.userWithAuth) >>> 0,
+    authPolicy: EK_POLICY_B_SHA384,
+    symmetric: { algorithm: TPM_ALG.AES, keyBits: 256, mode: TPM_ALG.CFB },
+    scheme: { scheme: TPM_ALG.NULL },
+    curveId: TPM_ECC.NIST_P384,
+    kdf: { scheme: TPM_ALG.NULL },
+    unique: { x: new Uint8Array(0), y: new Uint8Array(0) },
+  };
+}
+
+interface Candidate {
+  nvIndex: number;
+  handle: number;
+  template: () => TpmPublic;
+  policy?: EndorsementPolicy;
+}
+
+/** In order of preference (TCG EK profile indices). */
+const CANDIDATES: readonly Candidate[] = [
   { nvIndex: 0x01c00002, handle: 0x81010001, template: rsaEkTemplate },
   { nvIndex: 0x01c0000a, handle: 0x81010002, template: eccEkTemplate },
-] as const;
+  { nvIndex: 0x01c00016, handle: 0x81010016, template: eccP384HighRangeEkTemplate, policy: EK_HIGH_RANGE_SHA384_POLICY },
+];
 
 export interface EndorsementKey {
   /** DER EK certificate from NV. */
@@ -114,7 +164,7 @@ export async function readEndorsementKey(tpm: Tpm, endorsementAuth?: Uint8Array)
     } catch (e) {
       throw new AttestationError('NO_EK_CERTIFICATE', `the EK certificate in NV 0x${candidate.nvIndex.toString(16)} is not X.509`, { cause: e });
     }
-    const auth = endorsementAuth ? { endorsementAuth } : {};
+    const auth = { ...(endorsementAuth ? { endorsementAuth } : {}), ...(candidate.policy ? { policy: candidate.policy } : {}) };
     try {
       const persistent = await tpm.readPublic(candidate.handle);
       if (spki(persistent.publicArea).equals(certKey)) {
@@ -131,7 +181,7 @@ export async function readEndorsementKey(tpm: Tpm, endorsementAuth?: Uint8Array)
     }
     return { certificate, publicArea: primary.publicArea, source: { template, ...auth } };
   }
-  throw new AttestationError('NO_EK_CERTIFICATE', 'the TPM has no RSA-2048 or ECC P-256 EK certificate (NV 0x01C00002 / 0x01C0000A)');
+  throw new AttestationError('NO_EK_CERTIFICATE', 'the TPM has no RSA-2048, ECC P-256 or ECC P-384 EK certificate (NV 0x01C00002 / 0x01C0000A / 0x01C00016)');
 }
 
 /** The EK public area as the CA receives it (TPMT_PUBLIC). */

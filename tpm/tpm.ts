@@ -270,7 +270,7 @@ export class Tpm {
     w.u16(slots.length ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS).u32(0).u32(spec.cc);
     for (const h of spec.handles) w.u32(h.handle);
     if (slots.length) {
-      let cpHash: Buffer | undefined;
+      const cpHashes = new Map<number, Buffer>(); // one per session hash algorithm
       const authAt = w.length;
       w.u32(0);
       for (const s of slots) {
@@ -279,10 +279,12 @@ export class Tpm {
           w.tpm2b(EMPTY).u8(s.attrs).tpm2b(s.authValue);
           continue;
         }
-        if (!cpHash || s.session.hashAlg !== TPM_ALG.SHA256) {
+        let cpHash = cpHashes.get(s.session.hashAlg);
+        if (!cpHash) {
           const h = createHash(hashName(s.session.hashAlg)).update(u32(spec.cc));
           for (const e of spec.handles) h.update(e.name);
           cpHash = h.update(params).digest();
+          cpHashes.set(s.session.hashAlg, cpHash);
         }
         const { nonceCaller, hmac } = s.session.authorizeCommand(cpHash, s.authValue, s.attrs);
         w.tpm2b(nonceCaller).u8(s.attrs).tpm2b(hmac);
@@ -309,13 +311,17 @@ export class Tpm {
     if (paramStart + paramSize > resp.length) throw new TpmProtocolError('BAD_RESPONSE', `${spec.name}: parameterSize beyond response`);
     const params = resp.subarray(paramStart, paramStart + paramSize);
     r.pos = paramStart + paramSize;
-    let rpHash: Buffer | undefined;
+    const rpHashes = new Map<number, Buffer>(); // one per session hash algorithm
     for (const s of slots) {
       const nonce = r.tpm2b();
       const attrs = r.u8();
       const hmac = r.tpm2b();
       if (!s.session) continue;
-      rpHash ??= createHash(hashName(s.session.hashAlg)).update(u32(0)).update(u32(spec.cc)).update(params).digest();
+      let rpHash = rpHashes.get(s.session.hashAlg);
+      if (!rpHash) {
+        rpHash = createHash(hashName(s.session.hashAlg)).update(u32(0)).update(u32(spec.cc)).update(params).digest();
+        rpHashes.set(s.session.hashAlg, rpHash);
+      }
       s.session.verifyResponse(rpHash, nonce, attrs, hmac, s.authValue);
       if (!(attrs & CONTINUE)) this.dropSession(s.session);
     }
@@ -353,7 +359,8 @@ export class Tpm {
 
   private async startSession(type: number, hashAlg: HashAlg): Promise<Session> {
     const srk = await this.ensureSrk();
-    const { salt, encryptedSalt } = makeEccSalt(srk.publicArea as EccPublic, hashAlg);
+    // The salt is KDFe over the salt key's nameAlg (Part 1, secret sharing), whatever the session hash.
+    const { salt, encryptedSalt } = makeEccSalt(srk.publicArea as EccPublic, srk.publicArea.nameAlg);
     const nonceCaller = randomBytes(hashSize(hashAlg));
     const w = new Writer(200);
     w.tpm2b(nonceCaller).tpm2b(encryptedSalt).u8(type);
@@ -985,6 +992,26 @@ export class Tpm {
         cc: TPM_CC.PolicyNV, name: 'PolicyNV', handles: [auth, index, this.policyEntity(session)], auths: [opts], params: w.view(), responseHandles: 0,
         encryptCommand: 'possible',
       });
+    });
+  }
+
+  /**
+   * TPM2_PolicyOR: the session's current digest must be one of `branches` (2..8 digests of the
+   * session's hash size); the digest becomes H(0...0 || TPM_CC_PolicyOR || branch1 || ... || branchN).
+   *
+   *   handles: policySession    params: TPML_DIGEST = u32 count | count x TPM2B_DIGEST
+   */
+  async policyOR(session: PolicySessionRef, branches: readonly Uint8Array[]): Promise<void> {
+    if (branches.length < 2 || branches.length > 8) throw new TpmProtocolError('BAD_INPUT', `PolicyOR takes 2 to 8 branch digests, not ${branches.length}`);
+    const size = hashSize(session.hashAlg);
+    for (const branch of branches) {
+      if (branch.length !== size) throw new TpmProtocolError('BAD_INPUT', `a PolicyOR branch digest is ${branch.length} bytes, the session hash needs ${size}`);
+    }
+    await this.exclusive(async () => {
+      const w = new Writer(4 + branches.length * (size + 2));
+      w.u32(branches.length);
+      for (const branch of branches) w.tpm2b(branch);
+      await this.execute({ cc: TPM_CC.PolicyOR, name: 'PolicyOR', handles: [this.policyEntity(session)], auths: [], params: w.view(), responseHandles: 0 });
     });
   }
 

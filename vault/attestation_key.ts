@@ -13,7 +13,7 @@
  *   policyDigest = SHA-256( 0^32 || u32 TPM_CC_PolicyCommandCode || u32 TPM_CC_Certify )
  */
 import { createHash } from 'node:crypto';
-import { TPM_CC, TPMA_OBJECT, attestationKeyTemplate, type EccPublic, type TpmPublic } from '../tpm/index.js';
+import { TPM_CC, TPMA_OBJECT, attestationKeyTemplate, type EccPublic, type HashAlg, type TpmPublic } from '../tpm/index.js';
 
 export function aikTemplate(): EccPublic {
   return attestationKeyTemplate({ noDA: true });
@@ -53,7 +53,18 @@ export interface KeyCertification {
   signature: Uint8Array;
 }
 
+/**
+ * How the EK's admin policy is satisfied. Low-range EKs (L-1, L-2): PolicySecret(TPM_RH_ENDORSEMENT)
+ * in a SHA-256 session (the default when absent). High-range EKs (H-x, TCG EK profile 2.x):
+ * the session hash is the EK's nameAlg and PolicySecret is followed by PolicyOR(orBranches)
+ * (PolicyA = PolicySecret digest, PolicyC = PolicyAuthorizeNV digest).
+ */
+export interface EndorsementPolicy {
+  hashAlg: HashAlg;
+  orBranches?: readonly Uint8Array[];
+}
+
 /** Where the endorsement key is: a persistent handle, or a template to re-create it as a primary. */
 export type EndorsementKeySource =
-  | { handle: number; endorsementAuth?: Uint8Array }
-  | { template: TpmPublic; endorsementAuth?: Uint8Array };
+  | { handle: number; endorsementAuth?: Uint8Array; policy?: EndorsementPolicy }
+  | { template: TpmPublic; endorsementAuth?: Uint8Array; policy?: EndorsementPolicy };

@@ -100,12 +100,12 @@ export function sealedTemplate(daProtected: boolean): KeyedHashPublic {
   };
 }
 
-/** PIN or PUK object: sealed K_user usable only through `authPolicy` (pin_policy.ts); DA-protected. */
-export function policySealedTemplate(authPolicy: Uint8Array): KeyedHashPublic {
+/** PIN or PUK object (DA-protected), or with noDA the management-key object: sealed data usable only through `authPolicy` (pin_generation.ts). */
+export function policySealedTemplate(authPolicy: Uint8Array, noDA = false): KeyedHashPublic {
   return {
     type: TPM_ALG.KEYEDHASH,
     nameAlg: TPM_ALG.SHA256,
-    objectAttributes: TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent,
+    objectAttributes: TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | (noDA ? TPMA_OBJECT.noDA : 0),
     authPolicy,
     scheme: NULL_SCHEME,
     unique: new Uint8Array(0),

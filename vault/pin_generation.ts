@@ -10,6 +10,11 @@
  *
  * PolicyNV comes first so a stale object fails (TPM_RC_POLICY) before any auth is checked:
  * no DA count, no card try. userWithAuth is clear, so the object can't be used by plain HMAC.
+ *
+ * The management-key object has the same policy without step 2 (the card unseals it by
+ * itself before the 9B challenge, no secret is presented):
+ *
+ *   authPolicy = H-chain of PolicyNV(counter index, offset 16, operandB = g, TPM_EO_EQ) → PolicyCommandCode(Unseal)
  */
 import {
   RC,
@@ -24,7 +29,7 @@ import {
   type Tpm,
 } from '../tpm/index.js';
 import type { SecretPurpose } from './pin_auth.js';
-import { GENERATION_OFFSET, generationBytes, type CounterIndex } from './retry_counters.js';
+import { GENERATION_OFFSET, generationBytes, type CounterIndex, type GenerationPurpose } from './retry_counters.js';
 import { VaultError } from './vault_error.js';
 
 /** The authPolicy of a PIN (or PUK) object bound to `generation` of the index named `nvName`. */
@@ -35,24 +40,32 @@ export function generationPolicyDigest(nvName: Uint8Array, purpose: SecretPurpos
   return policyCommandCodeDigest(digest, TPM_CC.Unseal);
 }
 
+/** The authPolicy of the management-key object bound to `generation` (no auth value: see above). */
+export function managementPolicyDigest(nvName: Uint8Array, generation: number): Uint8Array {
+  const digest = policyNvDigest(emptyPolicyDigest(), nvName, generationBytes(generation), GENERATION_OFFSET.management, TPM_EO.EQ);
+  return policyCommandCodeDigest(digest, TPM_CC.Unseal);
+}
+
+const LABEL: Record<GenerationPurpose, string> = { pin: 'PIN', puk: 'PUK', management: 'management-key' };
+
 /** Thrown when the NV generation is not the one an object was made for (old files, or a newer change). */
-export function staleObjectError(purpose: SecretPurpose, cause?: unknown): VaultError {
+export function staleObjectError(purpose: GenerationPurpose, cause?: unknown): VaultError {
   return new VaultError(
     'BAD_STATE',
-    `the ${purpose.toUpperCase()} object in the card files is from an older ${purpose.toUpperCase()} generation than the TPM's (files restored from a backup?): it can no longer be used`,
+    `the ${LABEL[purpose]} object in the card files is from an older ${LABEL[purpose]} generation than the TPM's (files restored from a backup?): it can no longer be used`,
     cause === undefined ? undefined : { cause },
   );
 }
 
 /**
- * Unseals a PIN/PUK object through a fresh policy session (salted: the secret comes back
+ * Unseals a PIN/PUK (or management-key, with an empty `auth`) object through a fresh policy session (salted: the secret comes back
  * encrypted). Auth failures (wrong PIN) surface as the TPM's error, unchanged, for the
  * caller's counter logic; a generation mismatch becomes staleObjectError.
  */
 export async function unsealWithGeneration(
   tpm: Tpm,
   counters: CounterIndex,
-  purpose: SecretPurpose,
+  purpose: GenerationPurpose,
   generation: number,
   object: LoadedObject,
   auth: Uint8Array,
@@ -65,7 +78,8 @@ export async function unsealWithGeneration(
       if (e instanceof TpmError && e.base === RC.POLICY) throw staleObjectError(purpose, e);
       throw e;
     }
-    await tpm.policyAuthValue(session);
+    // The management-key object has no auth value to prove (managementPolicyDigest).
+    if (purpose !== 'management') await tpm.policyAuthValue(session);
     await tpm.policyCommandCode(session, TPM_CC.Unseal);
     try {
       return await tpm.unseal(object, { auth, session });

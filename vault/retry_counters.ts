@@ -3,24 +3,27 @@
  * that restoring old files cannot roll them back. An NV write is durable when the TPM
  * answers, which is what "decrement before the check" relies on.
  *
- * NV index: 16 bytes, attributes AUTHWRITE | AUTHREAD | NO_DA, authValue = nvAuth (a
+ * NV index: 20 bytes, attributes AUTHWRITE | AUTHREAD | NO_DA, authValue = nvAuth (a
  * high-entropy value only the vault derives), created under the owner hierarchy.
  *
- *   byte 0  layout version (2)
+ *   byte 0  layout version (3)
  *   byte 1  flags: bit0 PIN is default, bit1 PUK is default, bit2 card has a PUK
  *   byte 2  PIN tries total      byte 3  PIN tries remaining
  *   byte 4  PUK tries total      byte 5  PUK tries remaining
  *   byte 6..7 reserved (0)
  *   byte 8..11   PIN generation (u32 big-endian)   the PIN objects' PolicyNV compares these
- *   byte 12..15  PUK generation (u32 big-endian)   bytes (pin_policy.ts): a bump kills older objects
+ *   byte 12..15  PUK generation (u32 big-endian)   bytes (pin_generation.ts): a bump kills older objects
+ *   byte 16..19  management-key generation (u32 big-endian)
  */
 import { RC, TPM_ALG, TPMA_NV, TPM_RH, TpmError, type Tpm } from '../tpm/index.js';
 import { VaultError } from './vault_error.js';
 
-export const COUNTERS_SIZE = 16;
-const LAYOUT_VERSION = 2;
+export const COUNTERS_SIZE = 20;
+const LAYOUT_VERSION = 3;
 /** Where PolicyNV finds each generation (4 bytes, big-endian, compared with TPM_EO_EQ). */
-export const GENERATION_OFFSET = { pin: 8, puk: 12 } as const;
+export const GENERATION_OFFSET = { pin: 8, puk: 12, management: 16 } as const;
+/** The objects bound to a generation: PIN, PUK and management key. */
+export type GenerationPurpose = keyof typeof GENERATION_OFFSET;
 const MAX_GENERATION = 0xffffffff;
 const FLAG_PIN_DEFAULT = 0x01;
 const FLAG_PUK_DEFAULT = 0x02;
@@ -37,6 +40,8 @@ export interface RetryCounters {
   /** Generation the live PIN / PUK objects are bound to; bumped by every change of that secret. */
   pinGeneration: number;
   pukGeneration: number;
+  /** Generation the live management-key object is bound to; bumped by SET MANAGEMENT KEY. */
+  managementGeneration: number;
 }
 
 /** The 4 bytes PolicyNV compares with the generation field. */
@@ -59,6 +64,7 @@ export function encodeCounters(c: RetryCounters): Uint8Array {
   out.set([LAYOUT_VERSION, flags, c.pinTotal, c.pinRemaining, c.pukTotal, c.pukRemaining, 0, 0]);
   out.set(generationBytes(c.pinGeneration), GENERATION_OFFSET.pin);
   out.set(generationBytes(c.pukGeneration), GENERATION_OFFSET.puk);
+  out.set(generationBytes(c.managementGeneration), GENERATION_OFFSET.management);
   return out;
 }
 
@@ -78,6 +84,7 @@ export function decodeCounters(bytes: Uint8Array): RetryCounters {
     pukRemaining: bytes[5]!,
     pinGeneration: view.getUint32(GENERATION_OFFSET.pin),
     pukGeneration: view.getUint32(GENERATION_OFFSET.puk),
+    managementGeneration: view.getUint32(GENERATION_OFFSET.management),
   };
   if (c.pinRemaining > c.pinTotal || c.pukRemaining > c.pukTotal) {
     throw new VaultError('BAD_STATE', 'retry counter NV index is inconsistent');
@@ -122,7 +129,7 @@ export class CounterIndex {
     try {
       bytes = await this.tpm.nvRead(this.nvIndex, COUNTERS_SIZE, 0, { auth: this.nvAuth, session: 'salted' });
     } catch (e) {
-      // An index of another size (e.g. the 8-byte layout 1) can't hold this layout.
+      // An index of another size (the 8-byte layout 1, the 16-byte layout 2) can't hold this layout.
       if (e instanceof TpmError && e.base === RC.NV_RANGE) throw new VaultError('BAD_STATE', 'retry counter NV index has an unknown layout', { cause: e });
       throw e;
     }

@@ -49,8 +49,8 @@ import { boxEphemeralPoint, KEY_AUTH_BYTES, openKeyAuth, sealKeyAuth } from './k
 import { CURVES, RSA_MODULUS_BYTES, cardParentTemplate, keyTemplate, policySealedTemplate, sealedTemplate, wrapKeyTemplate } from './key_templates.js';
 import { LoadedObjects } from './loaded_objects.js';
 import { deriveAuthValue, secretsEqual, type SecretPurpose } from './pin_auth.js';
-import { CounterIndex, checkTries, type RetryCounters } from './retry_counters.js';
-import { generationPolicyDigest, staleObjectError, unsealWithGeneration } from './pin_generation.js';
+import { CounterIndex, checkTries, type GenerationPurpose, type RetryCounters } from './retry_counters.js';
+import { generationPolicyDigest, managementPolicyDigest, staleObjectError, unsealWithGeneration } from './pin_generation.js';
 import { rsaPublicFromCrt } from './rsa_crt.js';
 import { CARD_PARENT_BASE, COUNTER_INDEX_BASE, findFreeHandle } from './tpm_handles.js';
 import { VaultError } from './vault_error.js';
@@ -84,8 +84,16 @@ const DEFAULT_TRIES = 5;
 const SECRET_BYTES = 32;
 const SALT_BYTES = 16;
 const MAX_SECRET_LENGTH = 255;
-/** Generation of a new card's PIN and PUK objects. */
+/** Generation of a new card's PIN, PUK and management-key objects. */
 const FIRST_GENERATION = 1;
+
+/** Where each generation-bound object sits in the state (live, pending) and in NV (settleGenerations). */
+const GENERATION_FIELDS = {
+  pin: { live: 'pin', next: 'pinNext', generation: 'pinGeneration', nv: 'pinGeneration' },
+  puk: { live: 'puk', next: 'pukNext', generation: 'pukGeneration', nv: 'pukGeneration' },
+  management: { live: 'managementKey', next: 'managementKeyNext', generation: 'managementKeyGeneration', nv: 'managementGeneration' },
+} as const;
+const GENERATION_PURPOSES: readonly GenerationPurpose[] = ['pin', 'puk', 'management'];
 
 const MANAGEMENT_KEY_TAGS: Record<ManagementKeyAlgorithm, { tag: number; length: number }> = {
   tdes: { tag: 0x03, length: 24 },
@@ -404,11 +412,11 @@ export class TpmVault implements KeyVault {
   // --- PIN and PUK -----------------------------------------------------------------------
 
   /**
-   * The card's files now hold pinNext/pukNext: move the NV generation on at once, so old
-   * PIN/PUK objects (and backups holding them) die now rather than at the next PIN use.
+   * The card's files now hold pinNext/pukNext/managementKeyNext: move the NV generation on at
+   * once, so old objects (and backups holding them) die now rather than at the next use.
    */
   async persisted(): Promise<void> {
-    await this.run('cannot retire the previous PIN/PUK', () => this.settleGenerations());
+    await this.run('cannot retire the previous PIN/PUK/management key', () => this.settleGenerations());
   }
 
   async verifyPin(pin: Uint8Array): Promise<CheckResult> {
@@ -543,7 +551,8 @@ export class TpmVault implements KeyVault {
 
   async managementKey(): Promise<ManagementKey> {
     return this.run('cannot unseal the management key', async () => {
-      const sealed = await unsealWith(this.tpm, this.objects, this.parent, this.vaultState.managementKey, new Uint8Array(0));
+      await this.settleGenerations();
+      const sealed = await this.unsealManagementObject();
       try {
         return decodeManagementKey(sealed);
       } finally {
@@ -552,16 +561,51 @@ export class TpmVault implements KeyVault {
     });
   }
 
+  /**
+   * Stages the new key for the next management-key generation, like a PIN change (settleGenerations):
+   * NV moves once the card files holding it are saved, then the old object, also in backups, is dead.
+   */
   async setManagementKey(key: ManagementKey): Promise<void> {
     checkManagementKey(key);
     await this.run('cannot seal the management key', async () => {
       const plain = encodeManagementKey(key);
       try {
-        this.vaultState.managementKey = await this.sealSecret(plain, new Uint8Array(0), false);
+        if (await this.cancelsPendingManagementKey(plain)) return;
+        await this.settleGenerations();
+        const generation = this.vaultState.managementKeyGeneration + 1;
+        if (generation >= 0xffffffff) throw new VaultError('BAD_STATE', 'the management-key generation is exhausted');
+        this.vaultState.managementKeyNext = await sealManagementObject(this.tpm, this.objects, this.parent, this.counters, generation, plain);
       } finally {
         plain.fill(0);
       }
     });
+  }
+
+  /**
+   * SET MANAGEMENT KEY back to the live key while a change is pending and NV has not moved:
+   * the card application's rollback after a failed save. The pending object is dropped instead
+   * of settled, because settling would kill the live object of the files still on disk.
+   */
+  private async cancelsPendingManagementKey(plain: Uint8Array): Promise<boolean> {
+    const state = this.vaultState;
+    if (state.managementKeyNext === undefined) return false;
+    if ((await this.counters.read()).managementGeneration !== state.managementKeyGeneration) return false;
+    const live = await this.unsealManagementObject();
+    try {
+      if (!secretsEqual(live, plain)) return false;
+    } finally {
+      live.fill(0);
+    }
+    delete state.managementKeyNext;
+    return true;
+  }
+
+  /** Unseals the live management-key object through its generation policy (salted session, response encrypted). */
+  private async unsealManagementObject(): Promise<Uint8Array> {
+    const { managementKey: blob, managementKeyGeneration: generation } = this.vaultState;
+    return this.objects.with(this.parent, decodeWrapped(blob), undefined, (object) =>
+      unsealWithGeneration(this.tpm, this.counters, 'management', generation, object, new Uint8Array(0)),
+    );
   }
 
   // --- attestation (attestation_key.ts) -----------------------------------------------------
@@ -640,7 +684,8 @@ export class TpmVault implements KeyVault {
   /**
    * TPM2_ActivateCredential: releases a CA's credential if the CA encrypted it to this
    * TPM's endorsement key for this card's AIK. The EK is used through a
-   * PolicySecret(TPM_RH_ENDORSEMENT) session (TCG EK profile).
+   * PolicySecret(TPM_RH_ENDORSEMENT) session (TCG EK profile), with PolicyOR for a
+   * high-range EK (endorsement.policy).
    */
   async activateCredential(endorsement: EndorsementKeySource, credentialBlob: Uint8Array, secret: Uint8Array): Promise<Uint8Array> {
     return this.run('credential activation failed', () =>
@@ -656,9 +701,12 @@ export class TpmVault implements KeyVault {
           ek = primary;
           transient = primary.handle;
         }
-        const session = await this.tpm.startPolicySession();
+        const session = await this.tpm.startPolicySession({ hashAlg: endorsement.policy?.hashAlg ?? TPM_ALG.SHA256 });
         try {
           await this.tpm.policySecret(session, permanent(TPM_RH.ENDORSEMENT), { auth: endorsement.endorsementAuth ?? new Uint8Array(0) });
+          // High-range EKs: PolicyOR(PolicyA, PolicyC) over the PolicySecret branch.
+          const branches = endorsement.policy?.orBranches;
+          if (branches) await this.tpm.policyOR(session, branches);
           return await this.tpm.activateCredential(aik, ek, credentialBlob, secret, { activateAuth: { session: 'salted' }, keyAuth: { session } });
         } finally {
           await this.tpm.flushContext(session.handle).catch(() => undefined);
@@ -824,28 +872,23 @@ export class TpmVault implements KeyVault {
    */
   private async settleGenerations(): Promise<void> {
     const state = this.vaultState;
-    if (state.pinNext === undefined && state.pukNext === undefined) return;
+    const pending = GENERATION_PURPOSES.filter((purpose) => state[GENERATION_FIELDS[purpose].next] !== undefined);
+    if (pending.length === 0) return;
     const counters = await this.counters.read();
     const next = { ...counters };
-    for (const purpose of ['pin', 'puk'] as const) {
-      const pending = purpose === 'pin' ? state.pinNext : state.pukNext;
-      if (pending === undefined) continue;
-      const live = purpose === 'pin' ? state.pinGeneration : state.pukGeneration;
-      const inNv = purpose === 'pin' ? counters.pinGeneration : counters.pukGeneration;
+    for (const purpose of pending) {
+      const fields = GENERATION_FIELDS[purpose];
+      const live = state[fields.generation];
+      const inNv = counters[fields.nv];
       if (inNv !== live && inNv !== live + 1) throw staleObjectError(purpose);
-      if (purpose === 'pin') next.pinGeneration = live + 1;
-      else next.pukGeneration = live + 1;
+      next[fields.nv] = live + 1;
     }
-    if (next.pinGeneration !== counters.pinGeneration || next.pukGeneration !== counters.pukGeneration) await this.counters.write(next);
-    if (state.pinNext !== undefined) {
-      state.pin = state.pinNext;
-      state.pinGeneration += 1;
-      delete state.pinNext;
-    }
-    if (state.pukNext !== undefined) {
-      state.puk = state.pukNext;
-      state.pukGeneration += 1;
-      delete state.pukNext;
+    if (pending.some((purpose) => next[GENERATION_FIELDS[purpose].nv] !== counters[GENERATION_FIELDS[purpose].nv])) await this.counters.write(next);
+    for (const purpose of pending) {
+      const fields = GENERATION_FIELDS[purpose];
+      state[fields.live] = state[fields.next]!;
+      state[fields.generation] += 1;
+      delete state[fields.next];
     }
   }
 
@@ -865,13 +908,6 @@ export class TpmVault implements KeyVault {
       return unsealWith(this.tpm, this.objects, this.parent, this.vaultState.admin, new Uint8Array(0));
     }
     throw new VaultError('PIN_REQUIRED', 'verify the PIN first');
-  }
-
-  private async sealSecret(data: Uint8Array, auth: Uint8Array, daProtected: boolean): Promise<string> {
-    const blob = await this.objects.withRoom(() =>
-      this.tpm.create(this.parent, sealedTemplate(daProtected), { userAuth: auth, data }, { session: 'salted' }),
-    );
-    return encodeWrapped(blob);
   }
 
   /** A fresh auth for a new key: K_free for 'none'; a random A_k boxed to the user wrap key for 'pin'. */
@@ -987,7 +1023,6 @@ async function provision(
     const wrapPoint = publicKeyOf('eccp256', wrapKey.publicArea);
     if (!('point' in wrapPoint)) throw new VaultError('TPM', 'wrap key is not an EC key');
     const adminBlob = puk ? undefined : await seal(kUser, new Uint8Array(0), false);
-    const managementBlob = await seal(management, new Uint8Array(0), false);
     const defaults = {
       pin: options.defaultPin ?? encoder.encode(DEFAULT_PIN),
       puk: options.defaultPuk ?? encoder.encode(DEFAULT_PUK),
@@ -1002,6 +1037,7 @@ async function provision(
       pukIsDefault: puk !== undefined && secretsEqual(puk, defaults.puk),
       pinGeneration: FIRST_GENERATION,
       pukGeneration: FIRST_GENERATION,
+      managementGeneration: FIRST_GENERATION,
     };
     let counters: CounterIndex | undefined;
     for (let attempt = 0; !counters; attempt++) {
@@ -1012,10 +1048,12 @@ async function provision(
         if (!(e instanceof TpmError && e.base === RC.NV_DEFINED) || attempt >= 3) throw e;
       }
     }
-    // The PIN/PUK objects' policy names the counter index: they are sealed after it exists.
+    // The PIN/PUK/management-key objects' policy names the counter index: they are sealed after it exists.
     let pinBlob: string;
     let pukBlob: string | undefined;
+    let managementBlob: string;
     try {
+      managementBlob = await sealManagementObject(tpm, objects, parent, counters, FIRST_GENERATION, management);
       pinBlob = await sealGenerationObject(tpm, objects, parent, counters, 'pin', FIRST_GENERATION, kUser, deriveAuthValue(salt, 'pin', pin));
       pukBlob = puk ? await sealGenerationObject(tpm, objects, parent, counters, 'puk', FIRST_GENERATION, kUser, deriveAuthValue(salt, 'puk', puk)) : undefined;
     } catch (e) {
@@ -1033,6 +1071,7 @@ async function provision(
       pinGeneration: FIRST_GENERATION,
       pukGeneration: FIRST_GENERATION,
       managementKey: managementBlob,
+      managementKeyGeneration: FIRST_GENERATION,
     };
     if (pukBlob) state.puk = pukBlob;
     if (adminBlob) state.admin = adminBlob;
@@ -1061,6 +1100,20 @@ async function sealGenerationObject(
   } finally {
     auth.fill(0);
   }
+}
+
+/** The management-key object: (algorithm || key) usable only while NV holds `generation` (pin_generation.ts). */
+async function sealManagementObject(
+  tpm: Tpm,
+  objects: LoadedObjects,
+  parent: TpmEntity,
+  counters: CounterIndex,
+  generation: number,
+  plain: Uint8Array,
+): Promise<string> {
+  const policy = managementPolicyDigest(await counters.name(), generation);
+  const blob = await objects.withRoom(() => tpm.create(parent, policySealedTemplate(policy, true), { userAuth: new Uint8Array(0), data: plain }, { session: 'salted' }));
+  return encodeWrapped(blob);
 }
 
 /** Loads a sealed blob, unseals it through a salted session with response encryption, flushes it. */

@@ -4,7 +4,7 @@
  * the TPM under the card parent, whose private part never leaves the TPM.
  *
  *   {
- *     "format": "tpmvsc-tpm-vault/2",
+ *     "format": "tpmvsc-tpm-vault/3",
  *     "parent":   { "handle": 2165...,   "name": "000b..." }   persistent card parent, its name (hex)
  *     "counters": 18...                                        NV index of the retry counters
  *     "salt":     "base64"                                     card salt for PIN/PUK derivation
@@ -12,17 +12,19 @@
  *     "wrapKey":  { "blob": "base64", "point": "base64" }      user wrap key (auth K_user) and its public point
  *     "pin":      "base64"   sealed K_user, auth from the PIN (DA-protected), bound to PIN generation pinGeneration
  *     "puk":      "base64"   sealed K_user, auth from the PUK (DA-protected), bound to pukGeneration   card with a PUK
- *     "pinGeneration": 1     "pukGeneration": 1                                    (pin_policy.ts)
+ *     "pinGeneration": 1     "pukGeneration": 1                                    (pin_generation.ts)
  *     "pinNext":  "base64"   a changed PIN's object for pinGeneration+1, not yet promoted (tpm_vault.ts: crash safety)
  *     "pukNext":  "base64"   the same for the PUK
  *     "admin":    "base64"   sealed K_user, empty auth, noDA                          card without a PUK
- *     "managementKey": "base64"  sealed (algorithm byte || key), empty auth, noDA
+ *     "managementKey": "base64"  sealed (algorithm byte || key), noDA, policy only: bound to managementKeyGeneration
+ *     "managementKeyGeneration": 1
+ *     "managementKeyNext": "base64"  a new management key's object for managementKeyGeneration+1, not yet promoted
  *     "aik":      "base64"   attestation identity key (attestation_key.ts)          card with /attestation
  *   }
  */
 import { VaultError } from './vault_error.js';
 
-export const STATE_FORMAT = 'tpmvsc-tpm-vault/2';
+export const STATE_FORMAT = 'tpmvsc-tpm-vault/3';
 
 export interface TpmVaultState {
   format: typeof STATE_FORMAT;
@@ -39,6 +41,8 @@ export interface TpmVaultState {
   pukNext?: string;
   admin?: string;
   managementKey: string;
+  managementKeyGeneration: number;
+  managementKeyNext?: string;
   aik?: string;
 }
 
@@ -73,7 +77,8 @@ export function parseVaultState(value: unknown): TpmVaultState {
   base64Field(value, 'aik', true);
   base64Field(value, 'pinNext', true);
   base64Field(value, 'pukNext', true);
-  for (const key of ['pinGeneration', 'pukGeneration']) {
+  base64Field(value, 'managementKeyNext', true);
+  for (const key of ['pinGeneration', 'pukGeneration', 'managementKeyGeneration']) {
     const g = value[key];
     if (typeof g !== 'number' || !Number.isInteger(g) || g < 0 || g >= 0xffffffff) {
       throw new VaultError('BAD_STATE', `vault state field "${key}" is malformed`);

@@ -77,12 +77,18 @@ test('key auth box opens with the ECDH secret of the wrap key and only with it',
 });
 
 test('retry counters round-trip and reject unknown layouts', (t) => {
-  const c = { pinTotal: 5, pinRemaining: 3, pinIsDefault: true, hasPuk: true, pukTotal: 4, pukRemaining: 4, pukIsDefault: false, pinGeneration: 0x01020304, pukGeneration: 7 };
+  const c = { pinTotal: 5, pinRemaining: 3, pinIsDefault: true, hasPuk: true, pukTotal: 4, pukRemaining: 4, pukIsDefault: false, pinGeneration: 0x01020304, pukGeneration: 7, managementGeneration: 0x0a0b0c0d };
   t.deepEqual(decodeCounters(encodeCounters(c)), c);
   const bytes = encodeCounters(c);
-  // Layout 2: the generations sit where PolicyNV compares them (u32 big-endian at 8 and 12).
-  t.deepEqual([...bytes.subarray(8)], [1, 2, 3, 4, 0, 0, 0, 7]);
+  // Layout 3: version 3, 20 bytes; the generations sit where PolicyNV compares them (u32 big-endian at 8, 12, 16).
+  t.is(bytes.length, 20);
+  t.is(bytes[0], 3);
+  t.deepEqual([...bytes.subarray(8)], [1, 2, 3, 4, 0, 0, 0, 7, 10, 11, 12, 13]);
   t.throws(() => decodeCounters(bytes.subarray(0, 8)), { instanceOf: VaultError });
+  // Layout 2 (16 bytes) is refused clearly.
+  const layout2 = bytes.slice(0, 16);
+  layout2[0] = 2;
+  t.throws(() => decodeCounters(layout2), { instanceOf: VaultError, message: /unknown layout/ });
   bytes[0] = 9;
   t.throws(() => decodeCounters(bytes), { instanceOf: VaultError });
   const inconsistent = encodeCounters({ ...c, pinRemaining: 9 });
