@@ -14,6 +14,7 @@
  * Always call stop() in t.teardown / finally; it is safe to call twice.
  */
 import { startSwtpmProcess, type SwtpmProcess } from '../../tpm/swtpm_process.js';
+import { Tpm } from '../../tpm/index.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -174,4 +175,18 @@ export async function startSwtpmProxy(target: { port: number }): Promise<SwtpmPr
   proxy.port = (server.address() as { port: number }).port;
   proxy.tcti = `swtpm:host=127.0.0.1,port=${proxy.port}`;
   return proxy;
+}
+
+/**
+ * A private swtpm behind a recording proxy, and a Tpm client talking through it: what the
+ * wire-secrecy tests inspect. Everything is torn down with the test.
+ */
+export async function startRecordedTpm(t: { teardown(fn: () => unknown): void }): Promise<{ swtpm: SwtpmInstance; proxy: SwtpmProxy; tpm: Tpm }> {
+  const swtpm = await startSwtpm();
+  t.teardown(() => swtpm.stop());
+  const proxy = await startSwtpmProxy(swtpm);
+  t.teardown(() => proxy.close());
+  const tpm = await Tpm.open({ tcti: proxy.tcti });
+  t.teardown(() => tpm.close());
+  return { swtpm, proxy, tpm };
 }

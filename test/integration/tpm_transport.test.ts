@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startSwtpm, startSwtpmProxy } from '../helpers/swtpm.js';
+import { startSwtpm, startSwtpmProxy, startRecordedTpm } from '../helpers/swtpm.js';
 import {
   HANDLE_RANGE, Tpm, TPM_ALG, TPM_CC, TPM_ECC, TpmError, TpmTransportError, eccKeyTemplate, openTransport, sealedDataTemplate,
 } from '../../tpm/index.js';
@@ -219,12 +219,7 @@ test('swtpm restart and crash: typed error or transparent reconnect; epoch incre
 });
 
 test('a shared session the TPM forgot is replaced transparently', async (t) => {
-  const sw = await startSwtpm();
-  t.teardown(() => sw.stop());
-  const proxy = await startSwtpmProxy(sw);
-  t.teardown(() => proxy.close());
-  const tpm = await Tpm.open({ tcti: proxy.tcti });
-  t.teardown(() => tpm.close());
+  const { proxy, tpm } = await startRecordedTpm(t);
   const pin = Buffer.from('pin');
   const srk = await tpm.storageRoot();
   const sealed = await tpm.load(srk, await tpm.create(srk, sealedDataTemplate(), { userAuth: pin, data: Buffer.from('still here') }));

@@ -5,8 +5,8 @@
  */
 import test from 'ava';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { startSwtpm, startSwtpmProxy } from '../helpers/swtpm.js';
-import { Tpm, TPM_ALG, TPM_ECC, TPMA_NV, eccKeyTemplate, sealedDataTemplate } from '../../tpm/index.js';
+import { startRecordedTpm } from '../helpers/swtpm.js';
+import { TPM_ALG, TPM_ECC, TPMA_NV, eccKeyTemplate, sealedDataTemplate } from '../../tpm/index.js';
 
 function appearsIn(capture: Buffer, secret: Uint8Array): boolean {
   // the whole value or any 8-byte window of it
@@ -15,12 +15,7 @@ function appearsIn(capture: Buffer, secret: Uint8Array): boolean {
 }
 
 test('salted sessions keep secrets, PIN-derived auth, digests and unsealed data off the wire', async (t) => {
-  const sw = await startSwtpm();
-  t.teardown(() => sw.stop());
-  const proxy = await startSwtpmProxy(sw);
-  t.teardown(() => proxy.close());
-  const tpm = await Tpm.open({ tcti: proxy.tcti });
-  t.teardown(() => tpm.close());
+  const { proxy, tpm } = await startRecordedTpm(t);
 
   const pinAuth = createHash('sha256').update('PIN 123456').digest();
   const newPinAuth = createHash('sha256').update('PIN 654321').digest();
@@ -79,12 +74,7 @@ test('salted sessions keep secrets, PIN-derived auth, digests and unsealed data 
 });
 
 test('encrypt option: owner-authorized NV data is hidden with encrypt: true and visible with encrypt: false', async (t) => {
-  const sw = await startSwtpm();
-  t.teardown(() => sw.stop());
-  const proxy = await startSwtpmProxy(sw);
-  t.teardown(() => proxy.close());
-  const tpm = await Tpm.open({ tcti: proxy.tcti });
-  t.teardown(() => tpm.close());
+  const { proxy, tpm } = await startRecordedTpm(t);
   const index = 0x01500301;
   const data = randomBytes(32);
   await tpm.nvDefineSpace({ nvIndex: index, nameAlg: TPM_ALG.SHA256, attributes: TPMA_NV.OWNERREAD | TPMA_NV.OWNERWRITE | TPMA_NV.NO_DA, authPolicy: new Uint8Array(0), dataSize: 32 });

@@ -13,7 +13,7 @@ import { TpmVault } from '../../vault/tpm_vault.js';
 import { VaultError } from '../../vault/vault_error.js';
 import { decodeWrapped } from '../../vault/wrapped_blob.js';
 import type { TpmVaultState } from '../../vault/vault_state.js';
-import { startSwtpm, startSwtpmProxy } from '../helpers/swtpm.js';
+import { startRecordedTpm } from '../helpers/swtpm.js';
 import { encode, relaxDictionaryAttack, startTpm, stopTpm, type TpmFixture } from './vault_fixture.js';
 
 let fixture: TpmFixture | undefined;
@@ -165,12 +165,7 @@ test('resetCard: the old files lose the old management key; the new default work
 
 test('the management key and the sealed value never cross the bus in clear', async (t) => {
   // swtpm serves one connection at a time: this test has its own.
-  const sw = await startSwtpm();
-  t.teardown(() => sw.stop());
-  const proxy = await startSwtpmProxy(sw);
-  t.teardown(() => proxy.close());
-  const tpm = await Tpm.open({ tcti: proxy.tcti });
-  t.teardown(() => tpm.close());
+  const { proxy, tpm } = await startRecordedTpm(t);
   const first = aes();
   const second = aes();
   const vault = await newCard(first, tpm);
