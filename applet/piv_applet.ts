@@ -225,10 +225,10 @@ export class PivApplet implements SmartCard {
     try {
       const data = (await instruction.handle(context)) ?? new Uint8Array(0);
       // A read-only instruction changes neither the card nor the vault: nothing to compare or save.
-      const saved = instruction.readOnly && draft === undefined ? true : await this.saveIfChanged(draft);
-      if (saved) {
+      const outcome = instruction.readOnly && draft === undefined ? 'unchanged' : await this.saveIfChanged(draft);
+      if (outcome !== 'failed') {
         await this.runQuietly(instruction, commitActions);
-        if (!instruction.readOnly) await this.afterPersisted(instruction);
+        if (outcome === 'saved') await this.afterPersisted(instruction);
         result = { sw: SW.SUCCESS, data };
       } else {
         await this.runQuietly(instruction, rollbackActions);
@@ -250,26 +250,26 @@ export class PivApplet implements SmartCard {
   }
 
   /** Saves draft (or the committed state) with the vault's current state when either changed. */
-  private async saveIfChanged(draft: PivCardState | undefined): Promise<boolean> {
+  private async saveIfChanged(draft: PivCardState | undefined): Promise<'unchanged' | 'saved' | 'failed'> {
     const vaultState = this.vault.state();
     const vaultJson = JSON.stringify(vaultState ?? null);
-    if (!draft && vaultJson === this.savedVaultJson) return true;
+    if (!draft && vaultJson === this.savedVaultJson) return 'unchanged';
     const next: PivCardState = { ...(draft ?? cloneState(this.committed)), vault: structuredClone(vaultState) };
     try {
       await this.store.save(next);
     } catch (error) {
       this.report('save-failure', undefined, error);
-      return false;
+      return 'failed';
     }
     this.committed = next;
     this.savedVaultJson = vaultJson;
-    return true;
+    return 'saved';
   }
 
   /**
-   * Lets the vault finish work that waited for the saved state (vault.persisted), then saves
-   * what that changed. Best effort: the command has succeeded already, and the vault redoes
-   * the work at its next use if this is interrupted.
+   * After a save: lets the vault finish work that waited for the saved state
+   * (vault.persisted), then saves what that changed. Best effort: the command has
+   * succeeded already, and the vault redoes the work at its next use if this is interrupted.
    */
   private async afterPersisted(instruction: Instruction): Promise<void> {
     if (!this.vault.persisted) return;

@@ -13,17 +13,11 @@
  *   RESET RETRY COUNTER 00 2C 00 80 Lc <new PIN>   (Windows virtual smart card semantics:
  *                                                   after 9B authentication, cards without PUK)
  */
-import { createCipheriv, createDecipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { PcscConnection } from '../common/pcsc_client.js';
 import { TpmvscError } from '../common/errors.js';
-
-/** PIV algorithm identifiers of management keys and their block ciphers. */
-const MANAGEMENT_ALGORITHMS: Record<number, { cipher: string; keyLength: number; block: number }> = {
-  0x03: { cipher: 'des-ede3-ecb', keyLength: 24, block: 8 },
-  0x08: { cipher: 'aes-128-ecb', keyLength: 16, block: 16 },
-  0x0a: { cipher: 'aes-192-ecb', keyLength: 24, block: 16 },
-  0x0c: { cipher: 'aes-256-ecb', keyLength: 32, block: 16 },
-};
+import { managementAlgorithmFromId, managementBlockSize, managementKeyLength } from '../applet/algorithms.js';
+import { decryptBlock, encryptBlock, secretEquals } from '../applet/management_crypto.js';
 
 const SELECT_PIV = Buffer.from('00A4040005A000000308', 'hex');
 
@@ -40,12 +34,6 @@ async function send(connection: PcscConnection, apdu: Buffer): Promise<CardReply
 
 function cardError(step: string, sw: number): TpmvscError {
   return new TpmvscError('INTERNAL', `${step}: the card answered ${sw.toString(16).padStart(4, '0').toUpperCase()}`);
-}
-
-function apply(cipherName: string, key: Buffer, data: Buffer, encrypt: boolean): Buffer {
-  const cipher = encrypt ? createCipheriv(cipherName, key, null) : createDecipheriv(cipherName, key, null);
-  cipher.setAutoPadding(false);
-  return Buffer.concat([cipher.update(data), cipher.final()]);
 }
 
 export async function selectPiv(connection: PcscConnection): Promise<void> {
@@ -66,32 +54,28 @@ async function managementAlgorithm(connection: PcscConnection): Promise<number> 
  */
 export async function authenticateAdmin(connection: PcscConnection, adminKey: Buffer): Promise<void> {
   const algorithm = await managementAlgorithm(connection);
-  const spec = MANAGEMENT_ALGORITHMS[algorithm];
-  if (!spec || spec.keyLength !== adminKey.length) {
+  const name = managementAlgorithmFromId(algorithm);
+  if (!name || managementKeyLength(name) !== adminKey.length) {
     throw new TpmvscError('AUTH_FAILED', `the card's admin key is not a ${adminKey.length}-byte key`);
   }
+  const key = { algorithm: name, key: adminKey };
+  const block = managementBlockSize(name);
   const header = (length: number): Buffer => Buffer.from([0x00, 0x87, algorithm, 0x9b, length]);
   const first = await send(connection, Buffer.concat([header(4), Buffer.from('7C028000', 'hex')]));
   // 7C L 80 B <encrypted witness>
-  if (first.sw !== 0x9000 || first.data.length !== 4 + spec.block || first.data[2] !== 0x80) {
+  if (first.sw !== 0x9000 || first.data.length !== 4 + block || first.data[2] !== 0x80) {
     throw cardError('GENERAL AUTHENTICATE (witness)', first.sw);
   }
-  const witness = apply(spec.cipher, adminKey, first.data.subarray(4), false);
-  const challenge = randomBytes(spec.block);
-  const body = Buffer.concat([
-    Buffer.from([0x7c, 4 + 2 * spec.block, 0x80, spec.block]),
-    witness,
-    Buffer.from([0x81, spec.block]),
-    challenge,
-  ]);
+  const witness = decryptBlock(key, first.data.subarray(4));
+  const challenge = randomBytes(block);
+  const body = Buffer.concat([Buffer.from([0x7c, 4 + 2 * block, 0x80, block]), witness, Buffer.from([0x81, block]), challenge]);
   const second = await send(connection, Buffer.concat([header(body.length), body]));
   witness.fill(0);
   if (second.sw === 0x6982 || second.sw === 0x6a80) throw new TpmvscError('AUTH_FAILED', 'the card refused the admin key');
-  if (second.sw !== 0x9000 || second.data.length !== 4 + spec.block || second.data[2] !== 0x82) {
+  if (second.sw !== 0x9000 || second.data.length !== 4 + block || second.data[2] !== 0x82) {
     throw cardError('GENERAL AUTHENTICATE (challenge)', second.sw);
   }
-  const expected = apply(spec.cipher, adminKey, challenge, true);
-  if (!timingSafeEqual(expected, second.data.subarray(4))) {
+  if (!secretEquals(encryptBlock(key, challenge), second.data.subarray(4))) {
     throw new TpmvscError('AUTH_FAILED', 'the card did not prove it holds the admin key');
   }
 }

@@ -67,42 +67,46 @@ export function checkPinPolicy(policy: PinPolicy): void {
   }
 }
 
-/** Throws PIN_POLICY naming the broken rule (never the PIN) unless the PIN satisfies the policy. */
-export function checkPin(pin: string, policy: PinPolicy, label = 'PIN'): void {
-  if (!PRINTABLE_ASCII.test(pin)) {
-    throw new TpmvscError('PIN_POLICY', `the ${label} must contain only printable ASCII characters`);
-  }
-  if (pin.length < policy.minLength) {
-    throw new TpmvscError('PIN_POLICY', `the ${label} must be at least ${policy.minLength} characters long`);
-  }
-  if (pin.length > policy.maxLength) {
-    throw new TpmvscError('PIN_POLICY', `the ${label} must be at most ${policy.maxLength} characters long`);
-  }
+/**
+ * The first rule `pin` breaks, as a sentence naming the rule (never the PIN), or undefined
+ * when the policy accepts it. One implementation for tpmvscmgr, the daemon and the card.
+ */
+export function pinRuleViolation(pin: string, policy: PinPolicy, label = 'PIN'): string | undefined {
+  if (!PRINTABLE_ASCII.test(pin)) return `the ${label} must contain only printable ASCII characters`;
+  if (pin.length < policy.minLength) return `the ${label} must be at least ${policy.minLength} characters long`;
+  if (pin.length > policy.maxLength) return `the ${label} must be at most ${policy.maxLength} characters long`;
   const characters = [...pin];
   for (const characterClass of CHARACTER_CLASSES) {
     const present = characters.some(characterClass.test);
     const rule = policy[characterClass.key];
-    if (rule === 'REQUIRED' && !present) {
-      throw new TpmvscError('PIN_POLICY', `the ${label} must contain ${characterClass.label}`);
-    }
-    if (rule === 'DISALLOWED' && present) {
-      throw new TpmvscError('PIN_POLICY', `the ${label} must not contain ${characterClass.label}`);
-    }
+    if (rule === 'REQUIRED' && !present) return `the ${label} must contain ${characterClass.label}`;
+    if (rule === 'DISALLOWED' && present) return `the ${label} must not contain ${characterClass.label}`;
   }
+  return undefined;
+}
+
+/** The PUK rule of Windows virtual smart cards: 8..127 printable ASCII characters. */
+const PUK_POLICY: PinPolicy = {
+  minLength: PUK_MIN_LENGTH,
+  maxLength: PUK_MAX_LENGTH,
+  uppercase: 'ALLOWED',
+  lowercase: 'ALLOWED',
+  digits: 'ALLOWED',
+  specialChars: 'ALLOWED',
+};
+
+export function pukRuleViolation(puk: string): string | undefined {
+  return pinRuleViolation(puk, PUK_POLICY, 'PUK');
+}
+
+/** Throws PIN_POLICY naming the broken rule (never the PIN) unless the PIN satisfies the policy. */
+export function checkPin(pin: string, policy: PinPolicy, label = 'PIN'): void {
+  const violation = pinRuleViolation(pin, policy, label);
+  if (violation) throw new TpmvscError('PIN_POLICY', violation);
 }
 
 /** Throws PIN_POLICY unless the PUK is 8..127 printable ASCII characters. */
 export function checkPuk(puk: string): void {
-  checkPin(
-    puk,
-    {
-      minLength: PUK_MIN_LENGTH,
-      maxLength: PUK_MAX_LENGTH,
-      uppercase: 'ALLOWED',
-      lowercase: 'ALLOWED',
-      digits: 'ALLOWED',
-      specialChars: 'ALLOWED',
-    },
-    'PUK',
-  );
+  const violation = pukRuleViolation(puk);
+  if (violation) throw new TpmvscError('PIN_POLICY', violation);
 }

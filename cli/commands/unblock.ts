@@ -7,7 +7,8 @@
  * PIN is unblocked with the PUK. The daemon only says which reader holds the card.
  */
 import { TpmvscError } from '../../common/errors.js';
-import { DEFAULT_PIN } from '../../common/pin_rules.js';
+import { DEFAULT_PIN, PIN_LENGTH_LOWER_BOUND, PIN_LENGTH_UPPER_BOUND, checkPin } from '../../common/pin_rules.js';
+import { DEFAULT_PIN_POLICY } from '../../common/control_protocol.js';
 import { openPcsc } from '../../common/pcsc_client.js';
 import { DEFAULT_ADMIN_KEY_HEX, normaliseAdminKeyHex } from '../admin_key.js';
 import { writeLine, type CliIo } from '../cli_io.js';
@@ -17,9 +18,8 @@ import { createSecretReader, type SecretReader } from '../prompt.js';
 import { authenticateAdmin, resetPinWithAdmin, selectPiv } from '../piv_admin_session.js';
 import { rejectUnsupported, requireSocket } from './create.js';
 
-const PIN_MIN_BYTES = 4;
-const PIN_MAX_BYTES = 127;
-const PRINTABLE = /^[\x20-\x7e]+$/;
+/** The widest PIN any card accepts; the card itself then applies its own policy. */
+const ANY_CARD_PIN_POLICY = { ...DEFAULT_PIN_POLICY, minLength: PIN_LENGTH_LOWER_BOUND, maxLength: PIN_LENGTH_UPPER_BOUND };
 
 export async function runUnblock(command: UnblockCommand, io: CliIo): Promise<void> {
   rejectUnsupported(command);
@@ -40,9 +40,7 @@ export async function runUnblock(command: UnblockCommand, io: CliIo): Promise<vo
     const adminKeyHex = command.adminKey === 'DEFAULT' ? DEFAULT_ADMIN_KEY_HEX : normaliseAdminKeyHex(await reader().read('admin key (48 hexadecimal characters)'));
     adminKey = Buffer.from(adminKeyHex, 'hex');
     const pinText = command.pin === 'DEFAULT' ? DEFAULT_PIN : await reader().read('new PIN');
-    if (pinText.length < PIN_MIN_BYTES || pinText.length > PIN_MAX_BYTES || !PRINTABLE.test(pinText)) {
-      throw new TpmvscError('PIN_POLICY', `the new PIN must be ${PIN_MIN_BYTES} to ${PIN_MAX_BYTES} printable ASCII characters`);
-    }
+    checkPin(pinText, ANY_CARD_PIN_POLICY, 'new PIN');
     pin = Buffer.from(pinText, 'ascii');
   } finally {
     secretReader?.close();

@@ -6,7 +6,8 @@
  *   await relaxTpmLockout(stack);           // before any wrong-PIN test
  *   const out = await pivTool(stack, readerName(0), ['-a', 'status']);
  */
-import { createCipheriv, createDecipheriv, randomBytes, timingSafeEqual } from 'node:crypto';
+import { TpmvscError } from '../../common/errors.js';
+import { authenticateAdmin } from '../../cli/piv_admin_session.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,25 +91,17 @@ export async function sendApdu(connection: PcscConnection, hex: string): Promise
 }
 
 /**
- * PIV management-key (9B) mutual authentication with a 3DES key (SP 800-73-4 Part 2
- * §3.2.4, alg 03). Returns true when the card accepted us and proved it knows the key.
- *
- *   -> 7C 02 80 00                       <- 7C 0A 80 08 E(witness)
- *   -> 7C 14 80 08 witness 81 08 chal    <- 7C 0A 82 08 E(chal)
+ * PIV management-key (9B) mutual authentication, as tpmvscmgr does it (cli/piv_admin_session.ts).
+ * Returns true when the card accepted us and proved it knows the key.
  */
 export async function authenticateManagementKey(connection: PcscConnection, keyHex: string): Promise<boolean> {
-  const key = Buffer.from(keyHex, 'hex');
-  const first = await sendApdu(connection, '0087039B047C028000');
-  if (first.sw !== '9000' || first.data.length !== 12) return false;
-  const decipher = createDecipheriv('des-ede3-ecb', key, null).setAutoPadding(false);
-  const witness = Buffer.concat([decipher.update(first.data.subarray(4, 12)), decipher.final()]);
-  const challenge = randomBytes(8);
-  const body = Buffer.concat([Buffer.from('7C148008', 'hex'), witness, Buffer.from('8108', 'hex'), challenge]);
-  const second = await sendApdu(connection, `0087039B${body.length.toString(16).padStart(2, '0')}${body.toString('hex')}`);
-  if (second.sw !== '9000' || second.data.length !== 12) return false;
-  const cipher = createCipheriv('des-ede3-ecb', key, null).setAutoPadding(false);
-  const expected = Buffer.concat([cipher.update(challenge), cipher.final()]);
-  return timingSafeEqual(expected, second.data.subarray(4, 12));
+  try {
+    await authenticateAdmin(connection, Buffer.from(keyHex, 'hex'));
+    return true;
+  } catch (error) {
+    if (error instanceof TpmvscError) return false;
+    throw error;
+  }
 }
 
 /** A PIN as VERIFY / RESET RETRY COUNTER data: ASCII padded with FF to 8 bytes. */
