@@ -21,6 +21,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import {
   emptyPolicyDigestFor,
+  endorsementKeyEccTemplate,
   handleName,
   policyOrDigest,
   policySecretDigest,
@@ -78,19 +79,9 @@ export function rsaEkTemplate(): TpmPublic {
   };
 }
 
-/** TCG default EK template L-2 (ECC P-256). */
+/** TCG default EK template L-2 (ECC P-256): the TPM library's EK template with PolicySecret(TPM_RH_ENDORSEMENT). */
 export function eccEkTemplate(): TpmPublic {
-  return {
-    type: TPM_ALG.ECC,
-    nameAlg: TPM_ALG.SHA256,
-    objectAttributes: EK_ATTRIBUTES,
-    authPolicy: EK_POLICY_SECRET_ENDORSEMENT,
-    symmetric: { algorithm: TPM_ALG.AES, keyBits: 128, mode: TPM_ALG.CFB },
-    scheme: { scheme: TPM_ALG.NULL },
-    curveId: TPM_ECC.NIST_P256,
-    kdf: { scheme: TPM_ALG.NULL },
-    unique: { x: new Uint8Array(32), y: new Uint8Array(32) },
-  };
+  return endorsementKeyEccTemplate(EK_POLICY_SECRET_ENDORSEMENT);
 }
 
 /** TCG high-range EK template H-3 (ECC P-384, SHA-384, AES-256, unique empty). */
