@@ -10,20 +10,14 @@ import type { PivCardState } from '../../applet/piv_state.js';
 import { DEFAULT_PIN_POLICY } from '../../common/control_protocol.js';
 import { TpmVault } from '../../vault/tpm_vault.js';
 import type { TpmVaultState } from '../../vault/vault_state.js';
-import { encode, startTpm, stopTpm, type TpmFixture } from './vault_fixture.js';
+import { encode, useTpmFixture } from './vault_fixture.js';
 
-let fixture: TpmFixture | undefined;
-test.before(async () => {
-  fixture = await startTpm();
-});
-test.after.always(async () => {
-  await stopTpm(fixture);
-});
+const fixture = useTpmFixture(test);
 
 const padded = (pin: string): string => Buffer.from(pin.padEnd(8, '\xff'), 'latin1').toString('hex');
 
 test('CHANGE REFERENCE DATA saves twice: the new PIN object, then the old one retired in NV', async (t) => {
-  const vault = await TpmVault.create(fixture!.tpm, {
+  const vault = await TpmVault.create(fixture.tpm, {
     pin: encode('12345678'),
     puk: encode('87654321'),
     managementKey: { algorithm: 'tdes', key: new Uint8Array(24).fill(1) },
@@ -43,7 +37,7 @@ test('CHANGE REFERENCE DATA saves twice: the new PIN object, then the old one re
   t.is(states.at(-1)!.pinGeneration, backup.pinGeneration + 1);
 
   // The backup from before the change: its PIN object is from a retired generation.
-  const fromBackup = await TpmVault.open(fixture!.tpm, backup);
+  const fromBackup = await TpmVault.open(fixture.tpm, backup);
   await t.throwsAsync(fromBackup.verifyPin(encode('12345678')), { message: /older .* generation/ });
   t.deepEqual(await vault.verifyPin(encode('24681357')), { ok: true }, 'the new PIN works');
 });

@@ -3,6 +3,7 @@
  * parameters forgive quickly (so wrong-PIN tests don't lock the TPM by accident), a
  * connected Tpm, and helpers to check TPM results with node:crypto.
  */
+import type { TestFn } from 'ava';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { Tpm } from '../../tpm/index.js';
 import { startSwtpm, type SwtpmInstance } from '../helpers/swtpm.js';
@@ -37,6 +38,18 @@ export async function stopTpm(fixture: TpmFixture | undefined): Promise<void> {
   if (!fixture) return;
   await fixture.tpm.close().catch(() => undefined);
   await fixture.sw.stop();
+}
+
+/** One swtpm + Tpm for every test of a file: started before the first, stopped after the last. */
+export function useTpmFixture(test: TestFn): TpmFixture {
+  const fixture = {} as TpmFixture;
+  test.before(async () => {
+    Object.assign(fixture, await startTpm());
+  });
+  test.after.always(async () => {
+    if (fixture.tpm) await stopTpm(fixture);
+  });
+  return fixture;
 }
 
 const b64url = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');

@@ -8,22 +8,14 @@ import { HANDLE_RANGE, Tpm, TpmError } from '../../tpm/index.js';
 import { TpmVault } from '../../vault/tpm_vault.js';
 import { VaultError } from '../../vault/vault_error.js';
 import { decodeWrapped } from '../../vault/wrapped_blob.js';
-import { encode, nodePublicKey, startTpm, stopTpm, type TpmFixture } from './vault_fixture.js';
+import { encode, nodePublicKey, useTpmFixture } from './vault_fixture.js';
 
-let fixture: TpmFixture | undefined;
-
-test.before(async () => {
-  fixture = await startTpm();
-});
-
-test.after.always(async () => {
-  await stopTpm(fixture);
-});
+const fixture = useTpmFixture(test);
 
 const PIN = encode('31415926');
 const hash = new Uint8Array(createHash('sha256').update('data').digest());
 const newCard = (): Promise<TpmVault> =>
-  TpmVault.create(fixture!.tpm, { pin: PIN, puk: encode('27182818'), managementKey: { algorithm: 'aes128', key: new Uint8Array(randomBytes(16)) } });
+  TpmVault.create(fixture.tpm, { pin: PIN, puk: encode('27182818'), managementKey: { algorithm: 'aes128', key: new Uint8Array(randomBytes(16)) } });
 const verifies = (key: { publicKey: Parameters<typeof nodePublicKey>[0] }, signature: Uint8Array): boolean =>
   verify('sha256', encode('data'), { key: nodePublicKey(key.publicKey), dsaEncoding: 'der' }, signature);
 
@@ -31,23 +23,23 @@ test.serial('a card reopened from its saved state works; open refuses malformed 
   const vault = await newCard();
   const key = await vault.generateKey('eccp256', 'pin');
   const saved = JSON.parse(JSON.stringify(vault.state()));
-  const reopened = await TpmVault.open(fixture!.tpm, saved);
+  const reopened = await TpmVault.open(fixture.tpm, saved);
   t.deepEqual(await reopened.verifyPin(PIN), { ok: true });
   t.true(verifies(key, await reopened.ecdsaSign(key, hash)));
   for (const bad of [{}, { ...saved, pin: 'not base64!' }, { ...saved, parent: { handle: 0x81000001, name: saved.parent.name } }, { ...saved, puk: undefined }]) {
-    await t.throwsAsync(TpmVault.open(fixture!.tpm, bad), { instanceOf: VaultError });
+    await t.throwsAsync(TpmVault.open(fixture.tpm, bad), { instanceOf: VaultError });
   }
   // Another card's parent at the recorded handle is detected by its name.
   const other = await newCard();
   const swapped = { ...saved, parent: other.state().parent };
-  const error = await t.throwsAsync(TpmVault.open(fixture!.tpm, swapped), { instanceOf: VaultError });
+  const error = await t.throwsAsync(TpmVault.open(fixture.tpm, swapped), { instanceOf: VaultError });
   t.truthy(error);
   await other.destroy();
   await vault.destroy();
 });
 
 test.serial('destroy: the card parent and the NV index are gone; old blobs are useless', async (t) => {
-  const tpm = fixture!.tpm;
+  const tpm = fixture.tpm;
   const vault = await newCard();
   const key = await vault.generateKey('eccp256', 'none');
   const before = structuredClone(vault.state());
@@ -76,7 +68,7 @@ test.serial('resetCard: old keys die, new PIN/PUK/management key work', async (t
   const mk = { algorithm: 'tdes' as const, key: new Uint8Array(randomBytes(24)) };
   await vault.resetCard(encode('12345678'), encode('12345678'), mk);
   t.not(vault.tpmResources.parentHandle, oldParent);
-  t.false((await fixture!.tpm.getHandles(HANDLE_RANGE.PERSISTENT, 256)).includes(oldParent));
+  t.false((await fixture.tpm.getHandles(HANDLE_RANGE.PERSISTENT, 256)).includes(oldParent));
   await t.throwsAsync(vault.ecdsaSign(oldKey, hash), { instanceOf: VaultError });
   t.deepEqual(await vault.pinStatus(), { total: 5, remaining: 5, isDefault: true });
   t.deepEqual(await vault.verifyPin(PIN), { ok: false, reason: 'wrong', remaining: 4 });
@@ -89,7 +81,7 @@ test.serial('resetCard: old keys die, new PIN/PUK/management key work', async (t
 });
 
 test.serial('keys are reloaded transparently when the TPM lost the loaded objects', async (t) => {
-  const tpm = fixture!.tpm;
+  const tpm = fixture.tpm;
   const vault = await newCard();
   const key = await vault.generateKey('eccp256', 'none');
   t.true(verifies(key, await vault.ecdsaSign(key, hash)));

@@ -14,17 +14,9 @@ import { VaultError } from '../../vault/vault_error.js';
 import { decodeWrapped } from '../../vault/wrapped_blob.js';
 import type { TpmVaultState } from '../../vault/vault_state.js';
 import { startRecordedTpm } from '../helpers/swtpm.js';
-import { encode, relaxDictionaryAttack, startTpm, stopTpm, type TpmFixture } from './vault_fixture.js';
+import { encode, relaxDictionaryAttack, useTpmFixture } from './vault_fixture.js';
 
-let fixture: TpmFixture | undefined;
-
-test.before(async () => {
-  fixture = await startTpm();
-});
-
-test.after.always(async () => {
-  await stopTpm(fixture);
-});
+const fixture = useTpmFixture(test);
 
 const PIN = encode('13572468');
 const PUK = encode('86420135');
@@ -32,11 +24,11 @@ const tdes = (): ManagementKey => ({ algorithm: 'tdes', key: new Uint8Array(rand
 const aes = (): ManagementKey => ({ algorithm: 'aes256', key: new Uint8Array(randomBytes(32)) });
 const copy = (key: ManagementKey): ManagementKey => ({ algorithm: key.algorithm, key: Uint8Array.from(key.key) });
 
-function newCard(key: ManagementKey, tpm: Tpm = fixture!.tpm): Promise<TpmVault> {
+function newCard(key: ManagementKey, tpm: Tpm = fixture.tpm): Promise<TpmVault> {
   return TpmVault.create(tpm, { pin: PIN, puk: PUK, managementKey: copy(key), pinTries: 3, pukTries: 3 });
 }
 
-const reopen = (state: TpmVaultState): Promise<TpmVault> => TpmVault.open(fixture!.tpm, state);
+const reopen = (state: TpmVaultState): Promise<TpmVault> => TpmVault.open(fixture.tpm, state);
 
 async function assertKey(t: import('ava').ExecutionContext, vault: TpmVault, expected: ManagementKey): Promise<void> {
   const key = await vault.managementKey();
@@ -46,11 +38,11 @@ async function assertKey(t: import('ava').ExecutionContext, vault: TpmVault, exp
 
 /** A stale management-key object is refused with BAD_STATE and costs no DA failure. */
 async function assertStale(t: import('ava').ExecutionContext, vault: TpmVault): Promise<VaultError | undefined> {
-  const daBefore = (await fixture!.tpm.dictionaryAttackInfo()).lockoutCounter;
+  const daBefore = (await fixture.tpm.dictionaryAttackInfo()).lockoutCounter;
   const error = await t.throwsAsync(vault.managementKey(), { instanceOf: VaultError });
   t.is(error?.reason, 'BAD_STATE');
   t.regex(error?.message ?? '', /older management-key generation/);
-  t.is((await fixture!.tpm.dictionaryAttackInfo()).lockoutCounter, daBefore, 'no DA failure counted');
+  t.is((await fixture.tpm.dictionaryAttackInfo()).lockoutCounter, daBefore, 'no DA failure counted');
   return error;
 }
 
@@ -65,7 +57,7 @@ test.serial('the management-key object is policy-only and noDA', async (t) => {
 });
 
 test.serial('after SET MANAGEMENT KEY, old files no longer unseal the old key (also with an edited generation)', async (t) => {
-  await fixture!.tpm.dictionaryAttackParameters({ maxTries: 1000, recoveryTime: 600, lockoutRecovery: 1 });
+  await fixture.tpm.dictionaryAttackParameters({ maxTries: 1000, recoveryTime: 600, lockoutRecovery: 1 });
   try {
     const oldKey = tdes();
     const newKey = aes();
@@ -89,7 +81,7 @@ test.serial('after SET MANAGEMENT KEY, old files no longer unseal the old key (a
     t.deepEqual(await vault.verifyPin(PIN), { ok: true });
     await vault.destroy();
   } finally {
-    await relaxDictionaryAttack(fixture!.tpm);
+    await relaxDictionaryAttack(fixture.tpm);
   }
 });
 
@@ -137,7 +129,7 @@ test('rollback after a failed save: setting the live key again drops the pending
   t.deepEqual(vault.state(), onDisk, 'back to exactly the files on disk');
   await vault.persisted();
   await assertKey(t, vault, oldKey);
-  await assertKey(t, await TpmVault.open(fixture!.tpm, onDisk), oldKey);
+  await assertKey(t, await TpmVault.open(fixture.tpm, onDisk), oldKey);
 
   // Two real changes in a row: the second settles the first (its files were saved).
   const second = aes();
@@ -147,7 +139,7 @@ test('rollback after a failed save: setting the live key again drops the pending
   t.is(vault.state().managementKeyGeneration, first.managementKeyGeneration + 1);
   await vault.persisted();
   await assertKey(t, vault, second);
-  await assertStale(t, await TpmVault.open(fixture!.tpm, first));
+  await assertStale(t, await TpmVault.open(fixture.tpm, first));
   await vault.destroy();
 });
 
@@ -158,7 +150,7 @@ test('resetCard: the old files lose the old management key; the new default work
   await vault.resetCard(PIN, PUK, copy(fresh));
   await assertKey(t, vault, fresh);
   t.is(vault.state().managementKeyGeneration, 1);
-  const error = await t.throwsAsync(TpmVault.open(fixture!.tpm, old), { instanceOf: VaultError });
+  const error = await t.throwsAsync(TpmVault.open(fixture.tpm, old), { instanceOf: VaultError });
   t.is(error?.reason, 'DESTROYED');
   await vault.destroy();
 });

@@ -8,24 +8,16 @@ import { fileURLToPath } from 'node:url';
 import { Tpm } from '../../tpm/index.js';
 import { TpmVault } from '../../vault/tpm_vault.js';
 import { VaultError } from '../../vault/vault_error.js';
-import { encode, nodePublicKey, relaxDictionaryAttack, startTpm, stopTpm, type TpmFixture } from './vault_fixture.js';
+import { encode, nodePublicKey, relaxDictionaryAttack, useTpmFixture } from './vault_fixture.js';
 
-let fixture: TpmFixture | undefined;
-
-test.before(async () => {
-  fixture = await startTpm();
-});
-
-test.after.always(async () => {
-  await stopTpm(fixture);
-});
+const fixture = useTpmFixture(test);
 
 const PIN = encode('13572468');
 const PUK = encode('86420135');
 const managementKey = () => ({ algorithm: 'tdes' as const, key: new Uint8Array(randomBytes(24)) });
 
 function newCard(withPuk = true, pinTries = 3): Promise<TpmVault> {
-  return TpmVault.create(fixture!.tpm, { pin: PIN, puk: withPuk ? PUK : undefined, managementKey: managementKey(), pinTries, pukTries: 2 });
+  return TpmVault.create(fixture.tpm, { pin: PIN, puk: withPuk ? PUK : undefined, managementKey: managementKey(), pinTries, pukTries: 2 });
 }
 
 const hash = new Uint8Array(createHash('sha256').update('data').digest());
@@ -102,7 +94,7 @@ test.serial('change PIN keeps keys usable; the old PIN fails afterwards; change 
   t.deepEqual(await vault.verifyPin(newPin), { ok: true });
   t.true(verify('sha256', encode('data'), { key: nodePublicKey(key.publicKey), dsaEncoding: 'der' }, await vault.ecdsaSign(key, hash)));
   // The state saved after the change opens with the new PIN only.
-  const reopened = await TpmVault.open(fixture!.tpm, JSON.parse(JSON.stringify(vault.state())));
+  const reopened = await TpmVault.open(fixture.tpm, JSON.parse(JSON.stringify(vault.state())));
   t.deepEqual(await reopened.verifyPin(PIN), { ok: false, reason: 'wrong', remaining: 2 });
   t.deepEqual(await reopened.verifyPin(newPin), { ok: true });
   t.deepEqual(await vault.changePuk(encode('bad'), encode('55556666')), { ok: false, reason: 'wrong', remaining: 1 });
@@ -133,7 +125,7 @@ test.serial('setRetries sets new totals and values; management key seal / unseal
 test.serial('the state JSON holds no secret in clear', async (t) => {
   const pin = encode('PinSecret77');
   const mk = { algorithm: 'aes256' as const, key: new Uint8Array(randomBytes(32)) };
-  const vault = await TpmVault.create(fixture!.tpm, { pin, puk: encode('PukSecret88'), managementKey: mk });
+  const vault = await TpmVault.create(fixture.tpm, { pin, puk: encode('PukSecret88'), managementKey: mk });
   t.deepEqual(await vault.verifyPin(pin), { ok: true });
   await vault.generateKey('eccp256', 'pin');
   const kUser = (vault as unknown as { kUser: Uint8Array }).kUser;
@@ -153,7 +145,7 @@ test.serial('the state JSON holds no secret in clear', async (t) => {
 });
 
 test.serial('a TPM lockout is reported as lockout and leaves the card counter alone', async (t) => {
-  const tpm = fixture!.tpm;
+  const tpm = fixture.tpm;
   const vault = await newCard(true, 5);
   await tpm.dictionaryAttackLockReset();
   await tpm.dictionaryAttackParameters({ maxTries: 2, recoveryTime: 120, lockoutRecovery: 120 });

@@ -10,17 +10,9 @@ import type { TpmError } from '../../tpm/index.js';
 import { TpmVault } from '../../vault/tpm_vault.js';
 import { VaultError } from '../../vault/vault_error.js';
 import type { TpmVaultState } from '../../vault/vault_state.js';
-import { encode, relaxDictionaryAttack, startTpm, stopTpm, type TpmFixture } from './vault_fixture.js';
+import { encode, relaxDictionaryAttack, useTpmFixture } from './vault_fixture.js';
 
-let fixture: TpmFixture | undefined;
-
-test.before(async () => {
-  fixture = await startTpm();
-});
-
-test.after.always(async () => {
-  await stopTpm(fixture);
-});
+const fixture = useTpmFixture(test);
 
 const PIN = encode('13572468');
 const NEW_PIN = encode('24681357');
@@ -31,26 +23,26 @@ const managementKey = () => ({ algorithm: 'tdes' as const, key: new Uint8Array(r
 const hash = new Uint8Array(createHash('sha256').update('data').digest());
 
 function newCard(withPuk = true): Promise<TpmVault> {
-  return TpmVault.create(fixture!.tpm, { pin: PIN, puk: withPuk ? PUK : undefined, managementKey: managementKey(), pinTries: 3, pukTries: 3 });
+  return TpmVault.create(fixture.tpm, { pin: PIN, puk: withPuk ? PUK : undefined, managementKey: managementKey(), pinTries: 3, pukTries: 3 });
 }
 
-const reopen = (state: TpmVaultState): Promise<TpmVault> => TpmVault.open(fixture!.tpm, state);
+const reopen = (state: TpmVaultState): Promise<TpmVault> => TpmVault.open(fixture.tpm, state);
 
 /** A stale object is refused with BAD_STATE, costs no card try and no DA failure. */
 async function assertStale(t: import('ava').ExecutionContext, attempt: Promise<unknown>, vault: TpmVault, purpose: 'pin' | 'puk'): Promise<VaultError | undefined> {
   const status = async () => (purpose === 'pin' ? await vault.pinStatus() : await vault.pukStatus());
   const before = await status();
-  const daBefore = (await fixture!.tpm.dictionaryAttackInfo()).lockoutCounter;
+  const daBefore = (await fixture.tpm.dictionaryAttackInfo()).lockoutCounter;
   const error = await t.throwsAsync(attempt, { instanceOf: VaultError });
   t.is(error?.reason, 'BAD_STATE');
   t.regex(error?.message ?? '', /older .* generation/);
   t.deepEqual(await status(), before, 'no card try spent');
-  t.is((await fixture!.tpm.dictionaryAttackInfo()).lockoutCounter, daBefore, 'no DA failure counted');
+  t.is((await fixture.tpm.dictionaryAttackInfo()).lockoutCounter, daBefore, 'no DA failure counted');
   return error;
 }
 
 test.serial('after a PIN change, old files no longer open with the old PIN (also with an edited generation)', async (t) => {
-  const tpm = fixture!.tpm;
+  const tpm = fixture.tpm;
   // DA failures stay counted for the whole test (no forgiveness during the checks).
   await tpm.dictionaryAttackParameters({ maxTries: 1000, recoveryTime: 600, lockoutRecovery: 1 });
   try {
@@ -170,7 +162,7 @@ test.serial('two changes in a row: each saved state is consistent; a pending cha
 });
 
 test.serial('a wrong PIN through the generation policy is a DA-counted auth failure', async (t) => {
-  const tpm = fixture!.tpm;
+  const tpm = fixture.tpm;
   await tpm.dictionaryAttackParameters({ maxTries: 1000, recoveryTime: 600, lockoutRecovery: 1 });
   try {
     const vault = await newCard();
