@@ -52,7 +52,7 @@ export interface CreateRequest {
   pinPolicy: PinPolicy;
   /** /generate: provision the PIV data objects. */
   generate: boolean;
-  /** /attestation (not yet supported: the server answers NOT_SUPPORTED). */
+  /** /attestation: an AIK for the card (AIK_AND_CERT needs the daemon's --attestation-ca), or null. */
   attestation: 'AIK_AND_CERT' | 'AIK_ONLY' | null;
 }
 

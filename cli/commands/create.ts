@@ -13,13 +13,6 @@ import { callDaemon, resolveSocketPath } from '../control_client.js';
 import type { CreateCommand } from '../parse_arguments.js';
 import { createSecretReader, type SecretReader } from '../prompt.js';
 
-/** /machine: one line, exit NOT_SUPPORTED, nothing changed. (/attestation is supported.) */
-export function rejectUnsupported(command: { machine: string | null; attestation?: string | null }): void {
-  if (command.machine !== null) {
-    throw new TpmvscError('NOT_SUPPORTED', '/machine is not supported yet (remote management is planned)');
-  }
-}
-
 /** The daemon must be there before anyone types a secret for nothing. */
 export function requireSocket(socketPath: string): void {
   try {
@@ -76,7 +69,6 @@ async function buildRequest(command: CreateCommand, reader: () => SecretReader, 
 }
 
 export async function runCreate(command: CreateCommand, io: CliIo): Promise<CreateResult> {
-  rejectUnsupported(command);
   const socketPath = resolveSocketPath(command.socketPath, io.env);
   requireSocket(socketPath);
   const say = (line: string): void => {

@@ -4,10 +4,8 @@
 import { writeLine, type CliIo } from '../cli_io.js';
 import { callDaemon, resolveSocketPath } from '../control_client.js';
 import type { DestroyCommand } from '../parse_arguments.js';
-import { rejectUnsupported } from './create.js';
 
 export async function runDestroy(command: DestroyCommand, io: CliIo): Promise<void> {
-  rejectUnsupported(command);
   const socketPath = resolveSocketPath(command.socketPath, io.env);
   const result = await callDaemon({ op: 'destroy', instance: command.instance }, { socketPath, signal: io.signal });
   if (!command.quiet) writeLine(io.stderr, 'TPM Smart Card destroyed.');

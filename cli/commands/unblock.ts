@@ -16,13 +16,12 @@ import { callDaemon, resolveSocketPath } from '../control_client.js';
 import type { UnblockCommand } from '../parse_arguments.js';
 import { createSecretReader, type SecretReader } from '../prompt.js';
 import { authenticateAdmin, resetPinWithAdmin, selectPiv } from '../piv_admin_session.js';
-import { rejectUnsupported, requireSocket } from './create.js';
+import { requireSocket } from './create.js';
 
 /** The widest PIN any card accepts; the card itself then applies its own policy. */
 const ANY_CARD_PIN_POLICY = { ...DEFAULT_PIN_POLICY, minLength: PIN_LENGTH_LOWER_BOUND, maxLength: PIN_LENGTH_UPPER_BOUND };
 
 export async function runUnblock(command: UnblockCommand, io: CliIo): Promise<void> {
-  rejectUnsupported(command);
   const socketPath = resolveSocketPath(command.socketPath, io.env);
   requireSocket(socketPath);
   const status = await callDaemon({ op: 'status', instance: command.instance }, { socketPath, signal: io.signal });
