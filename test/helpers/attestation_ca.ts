@@ -3,8 +3,7 @@
  * a free loopback port, ended by PID.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
-import { REPO } from './stack.js';
+import { REPO, projectProgram } from './stack.js';
 
 export interface CaProcess {
   url: string;
@@ -16,7 +15,7 @@ export interface CaProcess {
 export async function startCaProcess(stateDir: string, ekRoots: string, extraArgs: string[] = []): Promise<CaProcess> {
   const child: ChildProcess = spawn(
     process.execPath,
-    ['--import', 'tsx', join(REPO, 'ca/main.ts'), '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--ek-roots', ekRoots, ...extraArgs],
+    [...projectProgram('ca/main'), '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--ek-roots', ekRoots, ...extraArgs],
     { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';

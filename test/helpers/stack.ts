@@ -16,7 +16,18 @@ import { fileURLToPath } from 'node:url';
 import { startSwtpm, type SwtpmInstance } from './swtpm.js';
 import { startPcscd, type PcscdInstance } from './pcscd.js';
 
-export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+/**
+ * This file runs from source (tests, through tsx) or compiled into dist/ (`npm run bench`).
+ * REPO is the source root either way; programs of the project start the same way as this file:
+ * compiled JavaScript when this is compiled, TypeScript through tsx otherwise.
+ */
+const COMPILED = import.meta.url.endsWith('.js');
+export const REPO = fileURLToPath(new URL(COMPILED ? '../../..' : '../..', import.meta.url));
+
+/** Node arguments that run one of the project's programs, e.g. projectProgram('daemon/main'). */
+export function projectProgram(path: string): string[] {
+  return COMPILED ? [join(REPO, 'dist', `${path}.js`)] : ['--import', 'tsx', join(REPO, `${path}.ts`)];
+}
 export const READER_FRIENDLY_NAME = 'TPM Virtual Smart Card';
 
 export interface CommandResult {
@@ -34,6 +45,8 @@ export interface StackOptions {
   swtpmStateDir?: string;
   /** Extra tpmvscd arguments, e.g. ['--attestation-ca', url]. */
   daemonArgs?: string[];
+  /** Extra arguments for node itself when it runs tpmvscd (e.g. --cpu-prof to profile the daemon). */
+  daemonNodeArgs?: string[];
 }
 
 export interface Stack {
@@ -112,7 +125,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const startDaemon = async (): Promise<void> => {
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', join(REPO, 'daemon/main.ts'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
+      [...(options.daemonNodeArgs ?? []), ...projectProgram('daemon/main'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
         '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', READER_FRIENDLY_NAME, ...(options.daemonArgs ?? [])],
       { cwd: REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -162,7 +175,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     daemonLog: () => daemonLog,
     cli: (args, cliOptions = {}) =>
-      runProgram(process.execPath, ['--import', 'tsx', join(REPO, 'cli/main.ts'), ...args], {
+      runProgram(process.execPath, [...projectProgram('cli/main'), ...args], {
         input: cliOptions.input ?? '',
         env: { ...env, ...cliOptions.env },
       }),
