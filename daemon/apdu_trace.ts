@@ -1,9 +1,11 @@
 /**
  * Opt-in APDU recorder, a debugging aid: with TPMVSC_APDU_TRACE=<file> in the daemon's
  * environment every command and response of every hosted card is appended to <file> as
- * one JSON line `{"reader": ..., "command": hex, "response": hex}`, and every power event as
- * `{"reader": ..., "event": "power-on" | "power-off" | "reset"}` (a reset drops the PIN and
- * 9B authentication, so a replay must see it too). It is how the real client transcripts in
+ * one JSON line `{"reader": ..., "command": hex, "response": hex, "at": ms, "took": ms}`, and every
+ * power event as `{"reader": ..., "event": "power-on" | "power-off" | "reset", "at": ms}` (a reset
+ * drops the PIN and 9B authentication, so a replay must see it too). `at` is when the command
+ * arrived (Unix time in ms, with µs: performance.timeOrigin + performance.now()), `took` the time the card spent on it: gaps
+ * between lines show where a client waits. It is how the real client transcripts in
  * test/fixtures/transcripts/*.real.json were captured.
  *
  * Secrets never reach the file: the data field of the commands that carry a PIN, PUK,
@@ -58,9 +60,19 @@ export function redactCommand(command: Uint8Array): string {
 
 export type CardPowerEvent = 'power-on' | 'power-off' | 'reset';
 
+/** When a command arrived (performance.now()) and how long the card took to answer it, in ms. */
+export interface ExchangeTiming {
+  at: number;
+  took: number;
+}
+
+const milliseconds = (value: number): number => Math.round(value * 1000) / 1000;
+/** performance.now() as Unix time in ms, so trace lines line up with other programs' logs. */
+const unixMs = (now: number): number => milliseconds(performance.timeOrigin + now);
+
 export interface ApduTrace {
   /** Appends one exchange; resolves once it is written (or the write failed). */
-  record(readerName: string, command: Uint8Array, response: Uint8Array): Promise<void>;
+  record(readerName: string, command: Uint8Array, response: Uint8Array, timing: ExchangeTiming): Promise<void>;
   /** Appends a power event (written in order with the exchanges, never awaited by the card). */
   event(readerName: string, event: CardPowerEvent): void;
 }
@@ -85,8 +97,8 @@ export function apduTraceFromEnvironment(environment: NodeJS.ProcessEnv = proces
     return written;
   };
   return {
-    record: (readerName, command, response) =>
-      append({ reader: readerName, command: redactCommand(command), response: hex(response) }),
-    event: (readerName, event) => void append({ reader: readerName, event }),
+    record: (readerName, command, response, timing) =>
+      append({ reader: readerName, command: redactCommand(command), response: hex(response), at: unixMs(timing.at), took: milliseconds(timing.took) }),
+    event: (readerName, event) => void append({ reader: readerName, event, at: unixMs(performance.now()) }),
   };
 }

@@ -81,8 +81,10 @@ export class HostedCard {
         this.trace?.event(this.readerName, 'reset');
       },
       transmit: async (command) => {
+        if (!this.trace) return card.transmit(command);
+        const at = performance.now();
         const response = await card.transmit(command);
-        if (this.trace) await this.trace.record(this.readerName, command, response);
+        await this.trace.record(this.readerName, command, response, { at, took: performance.now() - at });
         return response;
       },
     };

@@ -1,0 +1,56 @@
+/**
+ * The opt-in APDU trace (daemon/apdu_trace.ts): secrets never reach the file, and every
+ * line carries when the command arrived and how long the card took.
+ */
+import test from 'ava';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { APDU_TRACE_VARIABLE, apduTraceFromEnvironment, redactCommand } from '../../daemon/apdu_trace.js';
+
+const bytes = (hex: string): Uint8Array => new Uint8Array(Buffer.from(hex.replace(/\s+/g, ''), 'hex'));
+
+test('VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, SET MANAGEMENT KEY and IMPORT KEY lose their data field', (t) => {
+  t.is(redactCommand(bytes('00 20 00 80 08 3132333435363738')), '0020008008' + 'xx'.repeat(8));
+  t.is(redactCommand(bytes('00 24 00 80 10 31323334353637383837363534333231')), '0024008010' + 'xx'.repeat(16));
+  t.is(redactCommand(bytes('00 2c 00 80 10 31323334353637383837363534333231')), '002c008010' + 'xx'.repeat(16));
+  t.is(redactCommand(bytes('00 ff ff ff 1b 039b18 010203040506070801020304050607080102030405060708')), '00ffffff1b' + 'xx'.repeat(27));
+  // extended IMPORT KEY: 00 Lc1 Lc2 data Le1 Le2
+  t.is(redactCommand(bytes('00 fe 11 9a 00 0003 aabbcc 0000')), '00fe119a000003' + 'xx'.repeat(3) + '0000');
+});
+
+test('GENERAL AUTHENTICATE with the management key (P2 9B) is redacted; a signature request is not', (t) => {
+  t.is(redactCommand(bytes('00 87 03 9b 04 7c028000')), '0087039b04' + 'xx'.repeat(4));
+  const sign = '0087119e267c24820081 20' + '5a'.repeat(32) + '00';
+  t.is(redactCommand(bytes(sign)), sign.replace(/\s+/g, ''));
+});
+
+test('a command whose lengths do not add up is redacted after its header', (t) => {
+  t.is(redactCommand(bytes('00 20 00 80 08 313233')), '00200080' + 'xx'.repeat(4));
+});
+
+test('the trace file gets one JSON line per exchange and event, with times, mode 0600, no secret', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-trace-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'trace.jsonl');
+  const trace = apduTraceFromEnvironment({ [APDU_TRACE_VARIABLE]: file });
+  if (!trace) return t.fail('tracing should be on');
+  const before = Date.now();
+  trace.event('Reader 0', 'power-on');
+  await trace.record('Reader 0', bytes('00 20 00 80 08 3132333435363738'), bytes('9000'), { at: performance.now(), took: 0.25 });
+  const after = Date.now();
+  const lines = (await readFile(file, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+  t.is(lines.length, 2);
+  t.like(lines[0], { reader: 'Reader 0', event: 'power-on' });
+  t.like(lines[1], { reader: 'Reader 0', command: '0020008008' + 'xx'.repeat(8), response: '9000', took: 0.25 });
+  for (const line of lines) {
+    const at = line.at as number;
+    t.true(at >= before - 1 && at <= after + 1, `at ${at} is Unix time in ms`);
+  }
+  t.false((await readFile(file, 'utf8')).includes('3132333435363738'));
+  t.is((await stat(file)).mode & 0o777, 0o600);
+});
+
+test('without the variable there is no trace', (t) => {
+  t.is(apduTraceFromEnvironment({}), undefined);
+});
