@@ -14,6 +14,8 @@ DEBIAN_PACKAGES=(
   opensc pcsc-tools yubico-piv-tool ykcs11 python3-ykman yubikey-manager python3-pyscard
   libengine-pkcs11-openssl libnss3-tools openssh-server openssh-client p11-kit
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools
+  # a real browser for test/e2e/browser_client_auth.test.ts (TLS client authentication)
+  chromium
   # provisioning tpm2-pkcs11 for bench/pkcs11_bench.ts (tpm2-abrmd on a private session bus)
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus
   # isolation and service checks
