@@ -474,9 +474,15 @@ export class Tpm {
     return { auth, index };
   }
 
+  /** TPM_PT_NV_BUFFER_MAX is fixed for a TPM: asked once, not before every NV read and write. */
+  private nvBufferMax: number | undefined;
+
   private async nvMaxBuffer(): Promise<number> {
-    const p = await this.properties(TPM_PT.NV_BUFFER_MAX, 1);
-    return Math.max(64, Math.min(p.get(TPM_PT.NV_BUFFER_MAX) ?? 512, 1024));
+    if (this.nvBufferMax === undefined) {
+      const p = await this.properties(TPM_PT.NV_BUFFER_MAX, 1);
+      this.nvBufferMax = Math.max(64, Math.min(p.get(TPM_PT.NV_BUFFER_MAX) ?? 512, 1024));
+    }
+    return this.nvBufferMax;
   }
 
   // --- lifecycle (swtpm) -------------------------------------------------------------------
