@@ -6,8 +6,15 @@
  *
  *   npx tsx bench/pkcs11_bench.ts [runs]      (or via bench/index.ts: runPkcs11Bench())
  *
- * Honest caveat: most of OpenSC's time is its own start (reader listing, card detection,
- * PIV object reads), not our card; the card's share is visible in bench/card_bench.ts.
+ * Two more rows, measured in the same run, show where OpenSC's time goes:
+ *  - `pkcs11-tool -I` with no PC/SC service reachable: loading OpenSC and OpenSSL, no reader;
+ *  - `pkcs11-tool -I` with our card: the above plus reader listing and card detection (about 25
+ *    APDUs of PIV discovery and certificate reads) but no login and no signature.
+ * Found with the daemon's APDU trace (TPMVSC_APDU_TRACE, with per-command times) and ltrace:
+ * the card answers each APDU in 0.05-0.2 ms; OpenSC's reader polling costs more, because
+ * pcsc-lite's SCardGetStatusChange with a zero timeout busy-waits about 1 ms and then asks
+ * pcscd to stop waiting (~2 ms per call), and OpenSC makes a dozen such calls per process
+ * (per reader; vpcd always shows two readers per block).
  *
  * tpm2-pkcs11 provisioning (tpm2_ptool) leaves objects loaded, which bare swtpm (3 slots)
  * cannot take: it goes through tpm2-abrmd on a private D-Bus session bus, both started here
@@ -40,12 +47,15 @@ interface Timing {
 }
 
 /** Runs the process `runs` times (after 2 unmeasured warm-ups) and times each from spawn to exit. */
-async function timeProcess(runs: number, start: () => Promise<CommandResult>): Promise<Timing> {
-  for (let i = 0; i < 2; i++) mustSucceed('warm-up', await start());
+async function timeProcess(runs: number, start: () => Promise<CommandResult>, succeeded = (result: CommandResult) => result.code === 0): Promise<Timing> {
+  const check = (result: CommandResult): void => {
+    if (!succeeded(result)) throw new Error(`measured process failed (${result.code}):\n${result.stdout}\n${result.stderr}`);
+  };
+  for (let i = 0; i < 2; i++) check(await start());
   const samples: number[] = [];
   for (let i = 0; i < runs; i++) {
     const t0 = process.hrtime.bigint();
-    mustSucceed('signing process', await start());
+    check(await start());
     samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
   samples.sort((a, b) => a - b);
@@ -105,6 +115,11 @@ export async function runPkcs11Bench(runs = 20): Promise<void> {
     const card = await timeProcess(runs, () =>
       stack.run('pkcs11-tool', ['--module', OPENSC_MODULE, '--login', '--pin', PIN, '--sign', '-m', 'ECDSA', '--id', '01', '-i', input, '-o', signature]),
     );
+    const openscDetect = await timeProcess(runs, () => stack.run('pkcs11-tool', ['--module', OPENSC_MODULE, '-I']));
+    const openscBare = await timeProcess(runs, () =>
+      runProgram('pkcs11-tool', ['--module', OPENSC_MODULE, '-I'], { env: { ...process.env, PCSCLITE_CSOCK_NAME: join(work, 'no-pcscd.comm') } }),
+      (result) => result.stdout.includes('OpenSC'), // it ends with "No slots." and exit code 1
+    );
 
     // tpm2-pkcs11 on the same swtpm: the daemon lets go of it first (swtpm serves one client)
     await stack.stopDaemon();
@@ -123,6 +138,9 @@ export async function runPkcs11Bench(runs = 20): Promise<void> {
     console.log(row('tpm2-pkcs11 -> swtpm (TCTI direct)', peer));
     const ratio = card.medianMs / peer.medianMs;
     console.log(`  card / tpm2-pkcs11: ${ratio.toFixed(2)}x the time ${ratio < 1 ? '(faster: goal met)' : '(slower: goal NOT met)'}`);
+    console.log('  where OpenSC\'s time goes (pkcs11-tool -I, no login, no signature):');
+    console.log(row('  OpenSC, no PC/SC service (start only)', openscBare));
+    console.log(row('  OpenSC with our card (readers + detection)', openscDetect));
   } finally {
     await stack.stop();
     await rm(work, { recursive: true, force: true });
