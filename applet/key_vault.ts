@@ -86,6 +86,13 @@ export interface KeyVault {
   /** The vault's persistent state (JSON), to be stored with the card state. */
   state(): unknown;
   /**
+   * A number that changes whenever state() would return something different, so the card
+   * application can skip state() (a deep copy) on every signature. Equal numbers mean equal
+   * states; a new number may still come with an equal state. Not persisted: it starts at any
+   * value when a vault is opened, so compare it only with values read from the same object.
+   */
+  revision(): number;
+  /**
    * Optional: the card application calls this once the state last returned by state() is
    * durable. The vault may then finish what had to wait for the files (the TPM vault retires
    * superseded PIN/PUK objects here); if state() changes again, the caller saves it again.

@@ -102,7 +102,8 @@ const diagnostics = channel('tpmvsc:applet');
 export class PivApplet implements SmartCard {
   readonly atr: Uint8Array;
   private committed: PivCardState;
-  private savedVaultJson: string;
+  /** vault.revision() when committed.vault was last known to equal vault.state(); NaN: not known. */
+  private savedVaultRevision: number;
   private readonly vault: KeyVault;
   private readonly store: CardStore<PivCardState>;
   private readonly attestor: KeyAttestor | undefined;
@@ -119,7 +120,10 @@ export class PivApplet implements SmartCard {
     this.store = options.store;
     this.attestor = options.attestor;
     this.atr = options.atr ?? defaultAtr();
-    this.savedVaultJson = JSON.stringify(this.committed.vault ?? null);
+    // Once here, not per command: if opening the vault already moved its state, the first
+    // change-capable command saves it (NaN never equals a revision).
+    const inStep = JSON.stringify(this.committed.vault ?? null) === JSON.stringify(this.vault.state() ?? null);
+    this.savedVaultRevision = inStep ? this.vault.revision() : Number.NaN;
   }
 
   /** The state as last saved (read-only view for status reports). */
@@ -251,10 +255,10 @@ export class PivApplet implements SmartCard {
 
   /** Saves draft (or the committed state) with the vault's current state when either changed. */
   private async saveIfChanged(draft: PivCardState | undefined): Promise<'unchanged' | 'saved' | 'failed'> {
-    const vaultState = this.vault.state();
-    const vaultJson = JSON.stringify(vaultState ?? null);
-    if (!draft && vaultJson === this.savedVaultJson) return 'unchanged';
-    const next: PivCardState = { ...(draft ?? cloneState(this.committed)), vault: structuredClone(vaultState) };
+    // The revision, not a deep compare of state(): this runs after every signature.
+    const revision = this.vault.revision();
+    if (!draft && revision === this.savedVaultRevision) return 'unchanged';
+    const next: PivCardState = { ...(draft ?? cloneState(this.committed)), vault: structuredClone(this.vault.state()) };
     try {
       await this.store.save(next);
     } catch (error) {
@@ -262,7 +266,7 @@ export class PivApplet implements SmartCard {
       return 'failed';
     }
     this.committed = next;
-    this.savedVaultJson = vaultJson;
+    this.savedVaultRevision = revision;
     return 'saved';
   }
 

@@ -278,8 +278,7 @@ export class CardManager implements CardManagerApi {
     }
     const statuses: CardStatus[] = [];
     for (const card of cards) {
-      const pin = await card.vault.pinStatus();
-      const puk = await card.vault.pukStatus();
+      const { pin, puk } = await card.vault.retryStatus();
       statuses.push({
         ...this.summary(card),
         connected: card.connected,

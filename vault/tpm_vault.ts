@@ -54,6 +54,7 @@ import { generationPolicyDigest, managementPolicyDigest, staleObjectError, unsea
 import { rsaPublicFromCrt } from './rsa_crt.js';
 import { CARD_PARENT_BASE, COUNTER_INDEX_BASE, findFreeHandle } from './tpm_handles.js';
 import { VaultError } from './vault_error.js';
+import { RevisionedState } from './revisioned_state.js';
 import { parseVaultState, STATE_FORMAT, type TpmVaultState } from './vault_state.js';
 import { decodeWrapped, encodeWrapped, type WrappedObject } from './wrapped_blob.js';
 
@@ -77,6 +78,13 @@ export interface TpmVaultOptions {
   /** Values reported as "default" by pinStatus / pukStatus. Default: common/pin_rules.ts. */
   defaultPin?: Uint8Array;
   defaultPuk?: Uint8Array;
+}
+
+/** PIN and PUK status from one read of the counter index (TpmVault.retryStatus). */
+export interface RetryStatuses {
+  pin: RetryStatus;
+  /** Undefined when the card has no PUK. */
+  puk: RetryStatus | undefined;
 }
 
 /** Tries of a new card and after RESET (Windows virtual smart cards: 5 PIN, 5 PUK). */
@@ -192,7 +200,8 @@ interface Provisioned {
 
 export class TpmVault implements KeyVault {
   private readonly objects: LoadedObjects;
-  private vaultState: TpmVaultState;
+  /** The persisted state (state()); only persistent.change() writes it, and that bumps revision(). */
+  private readonly persistent: RevisionedState<TpmVaultState>;
   private parent: TpmEntity;
   private counters: CounterIndex;
   /** Auth of 'none' keys; also derives the counter index's auth. Not a user secret. */
@@ -209,7 +218,7 @@ export class TpmVault implements KeyVault {
     private readonly options: TpmVaultOptions,
   ) {
     this.objects = LoadedObjects.for(tpm, options.cacheCapacity);
-    this.vaultState = provisioned.state;
+    this.persistent = new RevisionedState(provisioned.state);
     this.parent = { handle: provisioned.state.parent.handle, name: new Uint8Array(Buffer.from(provisioned.state.parent.name, 'hex')) };
     this.counters = provisioned.counters;
     this.kFree = provisioned.kFree;
@@ -274,7 +283,16 @@ export class TpmVault implements KeyVault {
   }
 
   state(): TpmVaultState {
-    return structuredClone(this.vaultState);
+    return this.persistent.snapshot();
+  }
+
+  revision(): number {
+    return this.persistent.revision;
+  }
+
+  /** The persisted state, read-only: every change goes through this.persistent.change(). */
+  private get vaultState(): RevisionedState<TpmVaultState>['value'] {
+    return this.persistent.value;
   }
 
   get unlocked(): boolean {
@@ -437,14 +455,21 @@ export class TpmVault implements KeyVault {
   }
 
   async pinStatus(): Promise<RetryStatus> {
-    const c = await this.run('cannot read the retry counters', () => this.counters.read());
-    return { total: c.pinTotal, remaining: c.pinRemaining, isDefault: c.pinIsDefault };
+    return pinStatusOf(await this.readCounters());
   }
 
   async pukStatus(): Promise<RetryStatus | undefined> {
-    const c = await this.run('cannot read the retry counters', () => this.counters.read());
-    if (!c.hasPuk) return undefined;
-    return { total: c.pukTotal, remaining: c.pukRemaining, isDefault: c.pukIsDefault };
+    return pukStatusOf(await this.readCounters());
+  }
+
+  /** Both statuses from one NV read (the daemon's status report asks for both of every card). */
+  async retryStatus(): Promise<RetryStatuses> {
+    const c = await this.readCounters();
+    return { pin: pinStatusOf(c), puk: pukStatusOf(c) };
+  }
+
+  private readCounters(): Promise<RetryCounters> {
+    return this.run('cannot read the retry counters', () => this.counters.read());
   }
 
   async changePin(oldPin: Uint8Array, newPin: Uint8Array): Promise<CheckResult> {
@@ -574,7 +599,10 @@ export class TpmVault implements KeyVault {
         await this.settleGenerations();
         const generation = this.vaultState.managementKeyGeneration + 1;
         if (generation >= 0xffffffff) throw new VaultError('BAD_STATE', 'the management-key generation is exhausted');
-        this.vaultState.managementKeyNext = await sealManagementObject(this.tpm, this.objects, this.parent, this.counters, generation, plain);
+        const next = await sealManagementObject(this.tpm, this.objects, this.parent, this.counters, generation, plain);
+        this.persistent.change((state) => {
+          state.managementKeyNext = next;
+        });
       } finally {
         plain.fill(0);
       }
@@ -596,7 +624,9 @@ export class TpmVault implements KeyVault {
     } finally {
       live.fill(0);
     }
-    delete state.managementKeyNext;
+    this.persistent.change((draft) => {
+      delete draft.managementKeyNext;
+    });
     return true;
   }
 
@@ -615,7 +645,9 @@ export class TpmVault implements KeyVault {
     return this.run('cannot create the attestation key', async () => {
       if (this.vaultState.aik !== undefined) throw new VaultError('BAD_STATE', 'the card already has an attestation key');
       const blob = await this.objects.withRoom(() => this.tpm.create(this.parent, aikTemplate(), {}, { session: 'salted' }));
-      this.vaultState.aik = encodeWrapped(blob);
+      this.persistent.change((state) => {
+        state.aik = encodeWrapped(blob);
+      });
       return { public: blob.public, publicArea: blob.publicArea, name: blob.name };
     });
   }
@@ -743,7 +775,7 @@ export class TpmVault implements KeyVault {
       }
       this.lock();
       this.kFree.fill(0);
-      this.vaultState = provisioned.state;
+      this.persistent.change(() => provisioned.state);
       this.parent = parent;
       this.counters = provisioned.counters;
       this.kFree = provisioned.kFree;
@@ -884,12 +916,14 @@ export class TpmVault implements KeyVault {
       next[fields.nv] = live + 1;
     }
     if (pending.some((purpose) => next[GENERATION_FIELDS[purpose].nv] !== counters[GENERATION_FIELDS[purpose].nv])) await this.counters.write(next);
-    for (const purpose of pending) {
-      const fields = GENERATION_FIELDS[purpose];
-      state[fields.live] = state[fields.next]!;
-      state[fields.generation] += 1;
-      delete state[fields.next];
-    }
+    this.persistent.change((draft) => {
+      for (const purpose of pending) {
+        const fields = GENERATION_FIELDS[purpose];
+        draft[fields.live] = draft[fields.next]!;
+        draft[fields.generation] += 1;
+        delete draft[fields.next];
+      }
+    });
   }
 
   /** Seals K_user under the new value for the next generation and keeps it pending (settleGenerations). */
@@ -897,8 +931,10 @@ export class TpmVault implements KeyVault {
     const generation = (purpose === 'pin' ? this.vaultState.pinGeneration : this.vaultState.pukGeneration) + 1;
     if (generation >= 0xffffffff) throw new VaultError('BAD_STATE', `the ${purpose.toUpperCase()} generation is exhausted`);
     const blob = await sealGenerationObject(this.tpm, this.objects, this.parent, this.counters, purpose, generation, kUser, deriveAuthValue(this.saltBytes(), purpose, value));
-    if (purpose === 'pin') this.vaultState.pinNext = blob;
-    else this.vaultState.pukNext = blob;
+    this.persistent.change((state) => {
+      if (purpose === 'pin') state.pinNext = blob;
+      else state.pukNext = blob;
+    });
   }
 
   /** K_user for an administrative change: from the unlocked session, or the admin object (card without PUK). */
@@ -956,6 +992,14 @@ export class TpmVault implements KeyVault {
       z.fill(0);
     }
   }
+}
+
+function pinStatusOf(c: RetryCounters): RetryStatus {
+  return { total: c.pinTotal, remaining: c.pinRemaining, isDefault: c.pinIsDefault };
+}
+
+function pukStatusOf(c: RetryCounters): RetryStatus | undefined {
+  return c.hasPuk ? { total: c.pukTotal, remaining: c.pukRemaining, isDefault: c.pukIsDefault } : undefined;
 }
 
 function signatureOf(signature: Signature): Uint8Array {

@@ -178,6 +178,11 @@ export class MemoryVault implements KeyVault {
     return { kind: 'memory', generation: this.generation, keys: [...this.keys.keys()].sort() };
   }
 
+  /** state() changes only with the generation (every key change bumps it too). */
+  revision(): number {
+    return this.generation;
+  }
+
   get unlocked(): boolean {
     return this.isUnlocked;
   }
