@@ -70,6 +70,11 @@ export interface VpcdLinkEvents {
   connected: [];
   /** The connection ended: the card is absent until the next `connected`. */
   disconnected: [reason: DisconnectReason, detail: string];
+  /**
+   * The driver powered the card on (or reset it) and the link has answered the GET ATR that
+   * follows: the driver's power-up call has returned, so pcscd now shows the card present.
+   */
+  powered: [];
 }
 
 /**
@@ -119,6 +124,8 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
   /** Frames received and not yet handled, across connections: the card sees one at a time. */
   private readonly queue: QueuedFrame[] = [];
   private draining: Promise<void> | null = null;
+  /** A power-on or reset was handled and its ATR not read yet (the driver reads it right after). */
+  private atrAwaited = false;
   /** Why a connection is being dropped by us, read when its socket closes. */
   private readonly failures = new WeakMap<net.Socket, { reason: DisconnectReason; detail: string }>();
 
@@ -191,6 +198,7 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
 
     socket.on('connect', () => {
       this.isConnected = true;
+      this.atrAwaited = false;
       this.nextDelayMs = this.backoff.initialMs;
       if (this.quickAck) armQuickAck(socket);
       this.publish('connected');
@@ -265,13 +273,19 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
           this.card.powerOff();
           return;
         case Control.PowerOn:
+          this.atrAwaited = true;
           this.card.powerOn();
           return;
         case Control.Reset:
+          this.atrAwaited = true;
           this.card.reset();
           return;
         case Control.GetAtr:
           this.reply(socket, this.card.atr);
+          if (this.atrAwaited) {
+            this.atrAwaited = false;
+            this.emit('powered');
+          }
           return;
         default: {
           // Unknown control: vpcd might wait for a reply we cannot give; start over.

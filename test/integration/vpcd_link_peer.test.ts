@@ -275,3 +275,25 @@ test('refuses a non-loopback host and bad ports', (t) => {
   t.throws(() => new VpcdLink({ card, port: 0 }), { instanceOf: TpmvscError });
   t.throws(() => new VpcdLink({ card, port: 70000 }), { instanceOf: TpmvscError });
 });
+
+test("'powered' fires once the ATR after a power-on or reset is answered, not on presence polls", async (t) => {
+  const { connection, link } = await setup(t);
+  let powered = 0;
+  link.on('powered', () => powered++);
+  connection.send('000104');
+  t.is(await connection.nextHex(), hexOf(TEST_ATR));
+  t.is(powered, 0, 'a presence poll (GET ATR without power-on) is not a power-up');
+  connection.send('000101');
+  connection.send('000400cb3fff');
+  t.regex((await connection.nextHex())!, /9000$/);
+  t.is(powered, 0, 'the power-on alone is not enough: the driver has not read the ATR yet');
+  connection.send('000104');
+  t.is(await connection.nextHex(), hexOf(TEST_ATR));
+  t.is(powered, 1, 'the reply to the GET ATR after the power-on is out before the event');
+  connection.send('000104');
+  t.is(await connection.nextHex(), hexOf(TEST_ATR));
+  t.is(powered, 1, 'later polls do not repeat it');
+  connection.send('000102' + '000104');
+  t.is(await connection.nextHex(), hexOf(TEST_ATR));
+  t.is(powered, 2, 'a reset is followed by an ATR read too');
+});
