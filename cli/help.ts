@@ -116,9 +116,10 @@ const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
   tpmvscmgr status [/instance <device instance ID>] [/machine <machine name>] [/json]
   tpmvscmgr unblock /instance <device instance ID> /AdminKey {DEFAULT | PROMPT} [/PIN {DEFAULT | PROMPT}]
       [/machine <machine name>]
+  tpmvscmgr verify-attestation {--ca CA.pem | --self-issued} SLOT_CERT.pem AIK_CERT.pem [--json]
 
-tpmvscmgr <command> /? shows the details of a command. Only root and members of the tpmvsc group
-may manage cards.`;
+tpmvscmgr <command> /? shows the details of a command (verify-attestation --help for that one).
+Only root and members of the tpmvsc group may manage cards.`;
 
 const TOPICS: Record<CommandName, string> = { create: CREATE, destroy: DESTROY, list: LIST, status: STATUS, unblock: UNBLOCK };
 

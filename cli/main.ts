@@ -5,6 +5,14 @@
  */
 import { runCli } from './run_cli.js';
 
+// A reader that goes away (`tpmvscmgr status | head -1`) is not an error of ours: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(process.exitCode ?? 0);
+  });
+}
+
 const interrupt = new AbortController();
 // Ctrl-C outside a terminal prompt: drop the connection (the daemon rolls back) and exit 130.
 // The timer covers a wait that no signal reaches (a PROMPT line read from a pipe).

@@ -312,7 +312,7 @@ function parseUnblock(switches: RawSwitches): UnblockCommand {
 export function parseArguments(argv: readonly string[]): CliCommand {
   const [first, ...rest] = argv;
   if (first === undefined) {
-    throw usage('missing command: create, destroy, list, status or unblock (see tpmvscmgr /?)');
+    throw usage('missing command: create, destroy, list, status, unblock or verify-attestation (see tpmvscmgr /?)');
   }
   if (HELP_TOKENS.has(first.toLowerCase())) return { command: 'help', topic: undefined };
   const command = COMMANDS.find((c) => c === first.toLowerCase());

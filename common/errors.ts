@@ -75,7 +75,8 @@ export class TpmvscError extends Error {
   readonly detail: string | undefined;
 
   constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
-    super(detail ? `${ERROR_TABLE[code].message}: ${detail}` : ERROR_TABLE[code].message, options);
+    // Windows' own messages end with a full stop: drop it before the detail ("...Card: detail").
+    super(detail ? `${ERROR_TABLE[code].message.replace(/\.$/, '')}: ${detail}` : ERROR_TABLE[code].message, options);
     this.name = 'TpmvscError';
     this.code = code;
     this.detail = detail;

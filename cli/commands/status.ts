@@ -19,8 +19,12 @@ function formatCard(card: CardStatus): string[] {
   ];
 }
 
-export function formatStatus(status: DaemonStatus): string[] {
-  const lines = [`tpmvscd ${status.version}: TPM ${status.tcti}, ${status.readers} readers, ${status.cards.length} cards`];
+const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+/** The report; `oneCard`: status /instance, whose card list holds that card only (no card count then). */
+export function formatStatus(status: DaemonStatus, oneCard = false): string[] {
+  const cards = oneCard ? '' : `, ${count(status.cards.length, 'card')}`;
+  const lines = [`tpmvscd ${status.version}: TPM ${status.tcti}, ${count(status.readers, 'reader')}${cards}`];
   for (const card of status.cards) lines.push(...formatCard(card));
   return lines;
 }
@@ -29,5 +33,5 @@ export async function runStatus(command: StatusCommand, io: CliIo): Promise<void
   const request = command.instance === null ? { op: 'status' as const } : { op: 'status' as const, instance: command.instance };
   const status = await callDaemon(request, { socketPath: resolveSocketPath(command.socketPath, io.env), signal: io.signal });
   if (command.json) return writeLine(io.stdout, JSON.stringify(status));
-  for (const line of formatStatus(status)) writeLine(io.stdout, line);
+  for (const line of formatStatus(status, command.instance !== null)) writeLine(io.stdout, line);
 }

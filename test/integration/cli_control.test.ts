@@ -137,7 +137,7 @@ const badInputs: Array<{ name: string; args: string[]; stdin?: string; exit: num
   { name: 'minlen > maxlen', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '9', 'maxlen', '8'], exit: EXIT.usage, line: 'tpmvscmgr: /pinpolicy minlen (9) must not exceed maxlen (8)' },
   { name: 'destroy of an unknown instance', args: ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\0005'], exit: EXIT.notFound, line: 'tpmvscmgr: No virtual smart card has that instance ID: ROOT\\SMARTCARDREADER\\0005' },
   { name: 'bad instance syntax', args: ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\5'], exit: EXIT.usage, line: 'tpmvscmgr: /instance must be an instance ID like ROOT\\SMARTCARDREADER\\0000 (0000 to 0015), as printed by create' },
-  { name: 'no command', args: [], noSocket: true, exit: EXIT.usage, line: 'tpmvscmgr: missing command: create, destroy, list, status or unblock (see tpmvscmgr /?)' },
+  { name: 'no command', args: [], noSocket: true, exit: EXIT.usage, line: 'tpmvscmgr: missing command: create, destroy, list, status, unblock or verify-attestation (see tpmvscmgr /?)' },
 ];
 
 for (const row of badInputs) {
