@@ -16,6 +16,9 @@
  *   FF SET MANAGEMENT KEY, FE IMPORT KEY, 87 GENERAL AUTHENTICATE with P2 = 9B
  *
  * Chained parts (CLA bit 0x10) are judged by their own INS, so every part is redacted.
+ * Responses to GENERAL AUTHENTICATE (decrypted blocks, ECDH shared secrets, the 9B witness)
+ * keep their first byte (the 7C template tag) and status word, the rest becomes `xx`; so do
+ * the GET RESPONSE parts that continue such an answer (61xx chains).
  * Writing is best effort: a failing trace file never disturbs the card.
  */
 import { appendFile } from 'node:fs/promises';
@@ -58,6 +61,17 @@ export function redactCommand(command: Uint8Array): string {
   return header + mask(command.length - 4);
 }
 
+const GET_RESPONSE = 0xc0;
+const MORE_DATA = 0x61;
+
+/** The response as hex, its data field masked after `keep` bytes (the status word stays). */
+function maskResponse(response: Uint8Array, keep: number): string {
+  if (response.length <= 2) return hex(response);
+  const dataLength = response.length - 2;
+  const kept = Math.min(keep, dataLength);
+  return hex(response.subarray(0, kept)) + 'xx'.repeat(dataLength - kept) + hex(response.subarray(dataLength));
+}
+
 export type CardPowerEvent = 'power-on' | 'power-off' | 'reset';
 
 /** When a command arrived (performance.now()) and how long the card took to answer it, in ms. */
@@ -96,9 +110,24 @@ export function apduTraceFromEnvironment(environment: NodeJS.ProcessEnv = proces
     );
     return written;
   };
+  // Readers whose last response was a secret answer still to be fetched with GET RESPONSE.
+  const secretChains = new Set<string>();
+  const redactResponse = (readerName: string, command: Uint8Array, response: Uint8Array): string => {
+    const ins = command[1];
+    const continues = ins === GET_RESPONSE && secretChains.has(readerName);
+    const secret = ins === GENERAL_AUTHENTICATE || continues;
+    const more = response.length >= 2 && response[response.length - 2] === MORE_DATA;
+    if (secret && more) secretChains.add(readerName);
+    else secretChains.delete(readerName);
+    if (!secret) return hex(response);
+    return maskResponse(response, continues ? 0 : 1);
+  };
   return {
     record: (readerName, command, response, timing) =>
-      append({ reader: readerName, command: redactCommand(command), response: hex(response), at: unixMs(timing.at), took: milliseconds(timing.took) }),
+      append({
+        reader: readerName, command: redactCommand(command), response: redactResponse(readerName, command, response),
+        at: unixMs(timing.at), took: milliseconds(timing.took),
+      }),
     event: (readerName, event) => void append({ reader: readerName, event, at: unixMs(performance.now()) }),
   };
 }

@@ -54,3 +54,29 @@ test('the trace file gets one JSON line per exchange and event, with times, mode
 test('without the variable there is no trace', (t) => {
   t.is(apduTraceFromEnvironment({}), undefined);
 });
+
+test('answers of GENERAL AUTHENTICATE (and the GET RESPONSE parts that continue them) keep only the tag and status word', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-trace-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'trace.jsonl');
+  const trace = apduTraceFromEnvironment({ [APDU_TRACE_VARIABLE]: file });
+  if (!trace) return t.fail('tracing should be on');
+  const timing = { at: performance.now(), took: 0 };
+  const shared = 'c0ffee'.repeat(10);
+  // ECDH on 9D answered in two parts, then an ordinary GET DATA with its own 61xx chain.
+  await trace.record('R', bytes('00 87 11 9d 47 7c458200854104' + '11'.repeat(64)), bytes(`7c22 8220 ${shared.slice(0, 20)} 6112`), timing);
+  await trace.record('R', bytes('00 c0 00 00 12'), bytes(`${shared.slice(20, 56)} 9000`), timing);
+  await trace.record('R', bytes('00 cb 3f ff 05 5c035fc102 00'), bytes('53 3b 3019 6135'), timing);
+  await trace.record('R', bytes('00 c0 00 00 35'), bytes('d4e739da 9000'), timing);
+  // A different reader's GET RESPONSE is not part of this card's chain.
+  await trace.record('R', bytes('00 87 11 9d 47 7c458200854104' + '11'.repeat(64)), bytes('7c22 6120'), timing);
+  await trace.record('S', bytes('00 c0 00 00 20'), bytes('0102 9000'), timing);
+  const lines = (await readFile(file, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { response: string });
+  t.is(lines[0]!.response, '7c' + 'xx'.repeat(13) + '6112');
+  t.is(lines[1]!.response, 'xx'.repeat(18) + '9000');
+  t.is(lines[2]!.response, '533b30196135');
+  t.is(lines[3]!.response, 'd4e739da9000');
+  t.is(lines[4]!.response, '7c' + 'xx'.repeat(1) + '6120');
+  t.is(lines[5]!.response, '01029000');
+  t.false((await readFile(file, 'utf8')).includes('c0ffee'));
+});
