@@ -5,7 +5,7 @@
 #   DESTDIR=/tmp/pkgroot scripts/install.sh --no-start # stage into a directory (packaging)
 # Layout:
 #   /usr/lib/tpmvsc/{dist,node_modules,package.json}   the built JavaScript and its runtime deps
-#   /usr/bin/tpmvscd, /usr/bin/tpmvscmgr               wrappers: exec node /usr/lib/tpmvsc/dist/...
+#   /usr/bin/tpmvscd, /usr/bin/tpmvscmgr, /usr/bin/tpmvsc-ca  wrappers: exec node /usr/lib/tpmvsc/dist/...
 #   /usr/lib/systemd/system/tpmvscd.service            the daemon unit
 #   /usr/lib/sysusers.d/tpmvsc.conf                    user + group tpmvsc
 #   /usr/lib/tmpfiles.d/tpmvsc.conf                    /var/lib/tpmvsc, /run/tpmvsc
@@ -42,7 +42,7 @@ rm -rf "$LIB/dist/test" "$LIB/dist/bench"
 install -m 0644 package.json package-lock.json "$LIB/"
 (cd "$LIB" && npm ci --omit=dev --no-audit --no-fund >/dev/null)
 
-for tool in tpmvscd:daemon tpmvscmgr:cli; do
+for tool in tpmvscd:daemon tpmvscmgr:cli tpmvsc-ca:ca; do
   name="${tool%%:*}"; folder="${tool##*:}"
   cat >"$DESTDIR/usr/bin/$name" <<WRAPPER
 #!/bin/sh
