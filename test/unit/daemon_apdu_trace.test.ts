@@ -2,11 +2,21 @@
  * The opt-in APDU trace (daemon/apdu_trace.ts): secrets never reach the file, and every
  * line carries when the command arrived and how long the card took.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { APDU_TRACE_VARIABLE, apduTraceFromEnvironment, redactCommand } from '../../daemon/apdu_trace.js';
+import { APDU_TRACE_VARIABLE, apduTraceFromEnvironment, redactCommand, type ApduTrace } from '../../daemon/apdu_trace.js';
+
+/** A trace writing to a fresh temp file, removed after the test. */
+async function traceInTempDir(t: ExecutionContext): Promise<{ trace: ApduTrace; file: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-trace-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'trace.jsonl');
+  const trace = apduTraceFromEnvironment({ [APDU_TRACE_VARIABLE]: file });
+  if (!trace) throw new Error('tracing should be on');
+  return { trace, file };
+}
 
 const bytes = (hex: string): Uint8Array => new Uint8Array(Buffer.from(hex.replace(/\s+/g, ''), 'hex'));
 
@@ -30,11 +40,7 @@ test('a command whose lengths do not add up is redacted after its header', (t) =
 });
 
 test('the trace file gets one JSON line per exchange and event, with times, mode 0600, no secret', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-trace-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'trace.jsonl');
-  const trace = apduTraceFromEnvironment({ [APDU_TRACE_VARIABLE]: file });
-  if (!trace) return t.fail('tracing should be on');
+  const { trace, file } = await traceInTempDir(t);
   const before = Date.now();
   trace.event('Reader 0', 'power-on');
   await trace.record('Reader 0', bytes('00 20 00 80 08 3132333435363738'), bytes('9000'), { at: performance.now(), took: 0.25 });
@@ -56,11 +62,7 @@ test('without the variable there is no trace', (t) => {
 });
 
 test('answers of GENERAL AUTHENTICATE (and the GET RESPONSE parts that continue them) keep only the tag and status word', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-trace-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'trace.jsonl');
-  const trace = apduTraceFromEnvironment({ [APDU_TRACE_VARIABLE]: file });
-  if (!trace) return t.fail('tracing should be on');
+  const { trace, file } = await traceInTempDir(t);
   const timing = { at: performance.now(), took: 0 };
   const shared = 'c0ffee'.repeat(10);
   // ECDH on 9D answered in two parts, then an ordinary GET DATA with its own 61xx chain.
