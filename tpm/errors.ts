@@ -241,6 +241,9 @@ export type TpmProtocolErrorCode =
   | 'BAD_RESPONSE' // the response body does not parse
   | 'RESPONSE_HMAC' // the response HMAC does not verify
   | 'SALT_KEY_MISMATCH' // the TPM's storage root key is not the pinned one
+  | 'OWNER_AUTH_REQUIRED' // the owner hierarchy has a password and TpmOptions.ownerAuth is empty
+  | 'OWNER_AUTH_REFUSED' // the owner hierarchy has a password and TpmOptions.ownerAuth is not it
+  | 'OWNER_AUTH_NOT_SET' // TpmOptions.ownerAuth is given but the owner hierarchy has no password
   | 'BAD_INPUT' // the caller passed an unusable value
   | 'UNSUPPORTED'; // not implemented by this library
 

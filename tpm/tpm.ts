@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   HANDLE_RANGE, TPM_ALG, TPM_CAP, TPM_CC, TPM_HT, TPM_PT, TPM_RH, TPM_SE, TPM_ST, TPM_SU, TPMA_NV, TPMA_PERMANENT, TPMA_SESSION,
 } from './constants.js';
-import { RC, TpmError, TpmProtocolError, TpmTransportError, isRetryable } from './errors.js';
+import { RC, TpmError, TpmProtocolError, TpmTransportError, isAuthFail, isRetryable } from './errors.js';
 import { EMPTY, Reader, Writer } from './marshal.js';
 import { handleName, nvName, objectName } from './names.js';
 import { CONTINUE, makeEccSalt, SESSION_SYMMETRIC, Session, trimAuth } from './session.js';
@@ -27,11 +27,14 @@ import type { AuthOptions, PolicySessionRef, TpmOptions } from './tpm_options.js
 import { openTransport, type TpmTransport } from './transport.js';
 import type {
   Attest, DictionaryAttackInfo, EccPoint, EccPublic, ExternalPrivateKey, HashAlg, KeyBlob, LoadedObject, NvPublic,
-  SavedContext, Scheme, SensitiveCreate, Signature, Ticket, TpmEntity, TpmPublic,
+  PermanentAttributes, SavedContext, Scheme, SensitiveCreate, Signature, Ticket, TpmEntity, TpmPublic,
 } from './types.js';
 
-/** One authorization slot of a command (one per handle that needs authorization). */
-type AuthSlot = AuthOptions;
+/**
+ * One authorization slot of a command (one per handle that needs authorization). `ownSession`:
+ * a session the library started for this one command (the owner-authorized SRK bootstrap).
+ */
+type AuthSlot = AuthOptions & { ownSession?: Session };
 
 /** What the executor needs to know about a command. */
 interface CommandSpec {
@@ -75,6 +78,7 @@ export class Tpm {
   private readonly maxRetries: number;
   private readonly expectedSrkName: Uint8Array | undefined;
   private readonly flushLeftovers: boolean;
+  private readonly ownerAuth: Uint8Array;
   private queue: Promise<unknown> = Promise.resolve();
   private seenConnections = 0;
   private epochCount = 0;
@@ -92,6 +96,7 @@ export class Tpm {
     this.maxRetries = options.maxRetries ?? 20;
     this.expectedSrkName = options.expectedSrkName;
     this.flushLeftovers = options.flushLeftovers ?? !transport.hasResourceManager;
+    this.ownerAuth = Uint8Array.from(options.ownerAuth ?? []);
   }
 
   /**
@@ -118,6 +123,7 @@ export class Tpm {
       for (const h of this.ownHandles()) await this.flushQuiet(h);
     }).catch(() => undefined);
     this.closed = true;
+    this.ownerAuth.fill(0);
     await this.transport.close();
   }
 
@@ -238,7 +244,8 @@ export class Tpm {
       const a = spec.auths[i]!;
       const authValue = a.auth ?? EMPTY;
       const choice = a.session ?? (trimAuth(authValue).length > 0 || (secret && i === 0) ? 'salted' : 'password');
-      if (choice === 'password') slots.push({ session: undefined, authValue, attrs: CONTINUE });
+      if (a.ownSession) slots.push({ session: a.ownSession, authValue, attrs: CONTINUE });
+      else if (choice === 'password') slots.push({ session: undefined, authValue, attrs: CONTINUE });
       else if (choice === 'salted') slots.push({ session: await this.hmacSession(hmacIndex++), authValue, attrs: CONTINUE });
       else {
         const s = this.policySessions.get(choice.handle);
@@ -348,7 +355,15 @@ export class Tpm {
   /** The SRK (loaded, name-checked), creating it on first use in this connection. */
   private async ensureSrk(): Promise<LoadedObject> {
     if (this.srk) return this.srk;
-    const obj = await this.createPrimaryRaw(TPM_RH.OWNER, srkEccTemplate(), undefined, {});
+    let obj: LoadedObject;
+    try {
+      obj = trimAuth(this.ownerAuth).length === 0
+        ? await this.createPrimaryRaw(TPM_RH.OWNER, srkEccTemplate(), undefined, {})
+        : await this.createSrkWithOwnerAuth();
+    } catch (e) {
+      if (isAuthFail(e)) throw await this.ownerAuthError(e);
+      throw e;
+    }
     if (this.expectedSrkName && !Buffer.from(obj.name).equals(Buffer.from(this.expectedSrkName))) {
       await this.flushQuiet(obj.handle);
       throw new TpmProtocolError('SALT_KEY_MISMATCH', 'the TPM presented a storage root key other than the pinned one');
@@ -357,8 +372,41 @@ export class Tpm {
     return obj;
   }
 
-  private async startSession(type: number, hashAlg: HashAlg): Promise<Session> {
-    const srk = await this.ensureSrk();
+  /**
+   * CreatePrimary(OWNER) with an owner password needs an HMAC session, and the SRK that salts
+   * sessions is what is being created. An ephemeral key of the NULL hierarchy (empty auth, new
+   * seed at every TPM reset) salts this one session instead, so the password only keys an HMAC
+   * that a listener cannot test guesses against. The session is flushed at once: every later
+   * session is salted by the SRK, whose name is checked against the pinned one.
+   */
+  private async createSrkWithOwnerAuth(): Promise<LoadedObject> {
+    const ephemeral = await this.createPrimaryRaw(TPM_RH.NULL, srkEccTemplate(), undefined, { session: 'password' });
+    let bootstrap: Session;
+    try {
+      bootstrap = await this.startSession(TPM_SE.HMAC, TPM_ALG.SHA256, ephemeral);
+    } finally {
+      await this.flushQuiet(ephemeral.handle);
+    }
+    try {
+      return await this.createPrimaryRaw(TPM_RH.OWNER, srkEccTemplate(), undefined, { auth: this.ownerAuth, ownSession: bootstrap });
+    } finally {
+      await this.flushQuiet(bootstrap.handle);
+    }
+  }
+
+  /** Why the owner hierarchy refused the SRK's CreatePrimary, from TPMA_PERMANENT.ownerAuthSet. */
+  private async ownerAuthError(cause: TpmError): Promise<Error> {
+    const permanent = (await this.properties(TPM_PT.PERMANENT, 1)).get(TPM_PT.PERMANENT) ?? 0;
+    const passwordSet = (permanent & TPMA_PERMANENT.ownerAuthSet) !== 0;
+    const given = trimAuth(this.ownerAuth).length > 0;
+    if (passwordSet && !given) return new TpmProtocolError('OWNER_AUTH_REQUIRED', "the TPM's owner hierarchy has a password and none was given", { cause });
+    if (passwordSet) return new TpmProtocolError('OWNER_AUTH_REFUSED', "the TPM refused the owner password given", { cause });
+    if (given) return new TpmProtocolError('OWNER_AUTH_NOT_SET', "an owner password was given but the TPM's owner hierarchy has none", { cause });
+    return cause;
+  }
+
+  private async startSession(type: number, hashAlg: HashAlg, saltKey?: LoadedObject): Promise<Session> {
+    const srk = saltKey ?? (await this.ensureSrk());
     // The salt is KDFe over the salt key's nameAlg (Part 1, secret sharing), whatever the session hash.
     const { salt, encryptedSalt } = makeEccSalt(srk.publicArea as EccPublic, srk.publicArea.nameAlg);
     const nonceCaller = randomBytes(hashSize(hashAlg));
@@ -416,7 +464,7 @@ export class Tpm {
     return out;
   }
 
-  private async createPrimaryRaw(hierarchy: number, template: TpmPublic, sensitive: SensitiveCreate | undefined, opts: AuthOptions): Promise<LoadedObject> {
+  private async createPrimaryRaw(hierarchy: number, template: TpmPublic, sensitive: SensitiveCreate | undefined, opts: AuthSlot): Promise<LoadedObject> {
     const w = new Writer(512);
     writeSensitiveCreate(w, sensitive);
     w.sized((x) => writePublic(x, template));
@@ -574,6 +622,20 @@ export class Tpm {
       const lockoutRecovery = p.get(TPM_PT.LOCKOUT_RECOVERY) ?? 0;
       const inLockout = (perm & TPMA_PERMANENT.inLockout) !== 0 || (maxAuthFail > 0 && lockoutCounter >= maxAuthFail);
       return { inLockout, lockoutCounter, maxAuthFail, lockoutInterval, lockoutRecovery, recoverySeconds: inLockout ? lockoutInterval : 0 };
+    });
+  }
+
+  /** TPMA_PERMANENT: which hierarchy passwords are set (e.g. to leave the lockout hierarchy alone). */
+  async permanentAttributes(): Promise<PermanentAttributes> {
+    return this.exclusive(async () => {
+      const bits = (await this.properties(TPM_PT.PERMANENT, 1)).get(TPM_PT.PERMANENT) ?? 0;
+      return {
+        ownerAuthSet: (bits & TPMA_PERMANENT.ownerAuthSet) !== 0,
+        endorsementAuthSet: (bits & TPMA_PERMANENT.endorsementAuthSet) !== 0,
+        lockoutAuthSet: (bits & TPMA_PERMANENT.lockoutAuthSet) !== 0,
+        disableClear: (bits & TPMA_PERMANENT.disableClear) !== 0,
+        inLockout: (bits & TPMA_PERMANENT.inLockout) !== 0,
+      };
     });
   }
 

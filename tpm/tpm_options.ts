@@ -23,6 +23,13 @@ export interface TpmOptions {
    * without a resource manager (swtpm), false on /dev/tpmrm0 (nothing to flush).
    */
   flushLeftovers?: boolean;
+  /**
+   * The owner hierarchy's authValue (what `tpm2_changeauth -c owner` set), for the storage root
+   * key's CreatePrimary. Default empty. It never goes on the wire in clear: it keys an HMAC in a
+   * salted session. Callers pass it themselves to the owner-authorized commands they send
+   * (EvictControl, NV_DefineSpace...).
+   */
+  ownerAuth?: Uint8Array;
 }
 
 /** How a command's authorization is given. */

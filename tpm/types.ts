@@ -143,6 +143,15 @@ export interface LoadedObject extends TpmEntity {
 }
 
 /** Dictionary-attack state read from TPM_PT_* properties. Times are in seconds. */
+/** TPMA_PERMANENT (GetCapability TPM_PT_PERMANENT): which hierarchy passwords are set, lockout state. */
+export interface PermanentAttributes {
+  ownerAuthSet: boolean;
+  endorsementAuthSet: boolean;
+  lockoutAuthSet: boolean;
+  disableClear: boolean;
+  inLockout: boolean;
+}
+
 export interface DictionaryAttackInfo {
   inLockout: boolean;
   lockoutCounter: number;
