@@ -5,6 +5,7 @@
  *   tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
  *   tpmvscd --help
  */
+import { join } from 'node:path';
 import { DEFAULT_CONTROL_SOCKET } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 
@@ -47,6 +48,22 @@ export interface RunConfig extends PoolConfig {
   tpmLockout: TpmLockoutMode;
   /** URL of the attestation CA (tpmvsc-ca) for /attestation AIK_AND_CERT; undefined: none. */
   attestationCa: string | undefined;
+  /** Where the TPM owner password is read from (daemon/owner_auth_file.ts); undefined: empty password. */
+  ownerAuthFile: OwnerAuthSource | undefined;
+}
+
+/** The systemd credential (LoadCredential=tpm-owner-auth:PATH) read when no option names a file. */
+export const OWNER_AUTH_CREDENTIAL = 'tpm-owner-auth';
+
+/**
+ * A file holding the TPM owner password. 'option': --owner-auth-file or TPMVSC_OWNER_AUTH_FILE,
+ * must exist; 'credential': $CREDENTIALS_DIRECTORY/tpm-owner-auth, used only if it exists.
+ */
+export interface OwnerAuthSource {
+  path: string;
+  /** What named it, for messages: '--owner-auth-file', 'TPMVSC_OWNER_AUTH_FILE' or the credential. */
+  source: string;
+  kind: 'option' | 'credential';
 }
 
 export type TpmLockoutMode = 'windows' | 'keep';
@@ -79,12 +96,20 @@ Options (each also read from the environment variable shown; the flag wins):
   --tpm-lockout MODE   TPMVSC_TPM_LOCKOUT  windows: when the TPM locks out after fewer than 32 wrong
                                            authorizations, set Windows' policy (32 failures, one
                                            forgiven every 10 minutes) so 5 PIN + 5 PUK tries fit
-                                           (needs an empty lockout password); keep: never change
-                                           it (default windows)
+                                           (only if the lockout password is empty: a TPM with
+                                           one is left alone); keep: never change it (default
+                                           windows)
   --attestation-ca URL TPMVSC_ATTESTATION_CA
                                            attestation CA (tpmvsc-ca) that certifies card AIKs
                                            for create /attestation AIK_AND_CERT, e.g.
                                            http://127.0.0.1:8443 (default: none; AIK_AND_CERT fails)
+  --owner-auth-file PATH TPMVSC_OWNER_AUTH_FILE
+                                           file holding the TPM owner password (as given to
+                                           tpm2_changeauth -c owner; one trailing newline is
+                                           ignored); mode 0600 or stricter, owned by the daemon's
+                                           user. Default: the systemd credential
+                                           ${'$'}CREDENTIALS_DIRECTORY/tpm-owner-auth if present, else an
+                                           empty owner password
 
 Pool options (daemon and register-readers):
   --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback
@@ -100,7 +125,9 @@ function usage(detail: string): TpmvscError {
   return new TpmvscError('USAGE', detail);
 }
 
-type FlagName = 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca';
+type FlagName =
+  | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
+  | 'owner-auth-file';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   tcti: 'TPMVSC_TCTI',
@@ -111,9 +138,10 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   'reader-name': 'TPMVSC_READER_NAME',
   'tpm-lockout': 'TPMVSC_TPM_LOCKOUT',
   'attestation-ca': 'TPMVSC_ATTESTATION_CA',
+  'owner-auth-file': 'TPMVSC_OWNER_AUTH_FILE',
 };
 
-const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'tpm-lockout', 'attestation-ca'];
+const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'tpm-lockout', 'attestation-ca', 'owner-auth-file'];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'conf-dir', 'driver-dir'];
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
@@ -215,7 +243,16 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     socketPath: setting('socket')?.value ?? DEFAULTS.socketPath,
     tpmLockout: parseLockoutMode(setting('tpm-lockout')),
     attestationCa: parseAttestationCa(setting('attestation-ca')),
+    ownerAuthFile: ownerAuthSource(setting('owner-auth-file'), env),
   };
+}
+
+/** The option or variable wins; otherwise systemd's credential, if the service has a credentials directory. */
+function ownerAuthSource(setting: { value: string; source: string } | undefined, env: NodeJS.ProcessEnv): OwnerAuthSource | undefined {
+  if (setting !== undefined) return { path: setting.value, source: setting.source, kind: 'option' };
+  const credentials = env.CREDENTIALS_DIRECTORY;
+  if (credentials === undefined || credentials === '') return undefined;
+  return { path: join(credentials, OWNER_AUTH_CREDENTIAL), source: `systemd credential ${OWNER_AUTH_CREDENTIAL}`, kind: 'credential' };
 }
 
 function parseAttestationCa(setting: { value: string; source: string } | undefined): string | undefined {

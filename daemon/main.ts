@@ -9,12 +9,13 @@
  */
 import { subscribe } from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
-import { Tpm } from '../tpm/index.js';
+import { Tpm, TpmProtocolError, type TpmProtocolErrorCode } from '../tpm/index.js';
 import { TpmvscError, EXIT } from '../common/errors.js';
 import { CardDirectory } from './card_directory.js';
 import { CardManager } from './card_manager.js';
 import { ControlServer } from './control_server.js';
-import { DAEMON_HELP, parseDaemonArguments, type RunConfig } from './config.js';
+import { DAEMON_HELP, OWNER_AUTH_CREDENTIAL, parseDaemonArguments, type OwnerAuthSource, type RunConfig } from './config.js';
+import { readOwnerAuth } from './owner_auth_file.js';
 import { registerReaders } from './reader_config.js';
 import { applyLockoutPolicy } from './tpm_lockout_policy.js';
 
@@ -34,15 +35,34 @@ function version(): string {
 }
 
 /** The SRK name is pinned at first use: a TPM presenting another one later is refused. */
-async function openTpm(config: RunConfig, directory: CardDirectory): Promise<Tpm> {
+async function openTpm(config: RunConfig, directory: CardDirectory, ownerAuth: Uint8Array | undefined): Promise<Tpm> {
   const pinned = await directory.readSetting<{ srkName: string }>('tpm.json');
   const expectedSrkName = pinned ? new Uint8Array(Buffer.from(pinned.srkName, 'hex')) : undefined;
-  const tpm = await Tpm.open(expectedSrkName ? { tcti: config.tcti, expectedSrkName } : { tcti: config.tcti });
+  const tpm = await Tpm.open({
+    tcti: config.tcti,
+    ...(expectedSrkName ? { expectedSrkName } : {}),
+    ...(ownerAuth ? { ownerAuth } : {}),
+  });
   if (!pinned) {
     const name = await tpm.storageRootName();
     await directory.writeSetting('tpm.json', { srkName: Buffer.from(name).toString('hex') });
   }
   return tpm;
+}
+
+/** What to tell the admin when the owner hierarchy refused the daemon (never the password). */
+function ownerAuthProblem(code: TpmProtocolErrorCode, file: OwnerAuthSource | undefined): string | undefined {
+  const where = file ? `${file.path} (${file.source})` : 'the owner password file';
+  switch (code) {
+    case 'OWNER_AUTH_REQUIRED':
+      return `the TPM's owner hierarchy has a password: give it with --owner-auth-file PATH (or the systemd credential ${OWNER_AUTH_CREDENTIAL})`;
+    case 'OWNER_AUTH_REFUSED':
+      return `the TPM's owner hierarchy has another password than the one in ${where}: put the one set with tpm2_changeauth -c owner in it`;
+    case 'OWNER_AUTH_NOT_SET':
+      return `an owner password is given in ${where} but the TPM's owner hierarchy has none: remove that setting`;
+    default:
+      return undefined;
+  }
 }
 
 async function run(config: RunConfig): Promise<void> {
@@ -52,10 +72,16 @@ async function run(config: RunConfig): Promise<void> {
   process.umask(0o077);
   const directory = new CardDirectory(config.stateDir);
   await directory.prepare();
+  const ownerAuth = config.ownerAuthFile ? await readOwnerAuth(config.ownerAuthFile) : undefined;
+  if (ownerAuth && config.ownerAuthFile) log(`TPM owner password from ${config.ownerAuthFile.source}`);
   let tpm: Tpm;
   try {
-    tpm = await openTpm(config, directory);
+    tpm = await openTpm(config, directory, ownerAuth);
   } catch (error) {
+    if (error instanceof TpmProtocolError) {
+      const detail = ownerAuthProblem(error.code, ownerAuth ? config.ownerAuthFile : undefined);
+      if (detail) throw new TpmvscError('TPM_OWNER_AUTH', detail, { cause: error });
+    }
     throw new TpmvscError('TPM_UNAVAILABLE', `${config.tcti}: ${(error as Error).message}`, { cause: error });
   }
   await applyLockoutPolicy(tpm, config.tpmLockout);
@@ -69,6 +95,7 @@ async function run(config: RunConfig): Promise<void> {
     friendlyName: config.readerName,
     version: version(),
     attestationCa: config.attestationCa,
+    ...(ownerAuth ? { vaultOptions: { ownerAuth } } : {}),
   });
   await cards.start();
   const control = new ControlServer({ socketPath: config.socketPath, cards });

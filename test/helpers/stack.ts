@@ -64,7 +64,8 @@ export interface Stack {
   cli(args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv }): Promise<CommandResult>;
   /** Runs any program with the PC/SC environment of this stack. */
   run(program: string, args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<CommandResult>;
-  startDaemon(): Promise<void>;
+  /** Starts tpmvscd again; extraArgs go after StackOptions.daemonArgs (e.g. ['--owner-auth-file', f]). */
+  startDaemon(extraArgs?: string[]): Promise<void>;
   /** SIGTERM and wait. */
   stopDaemon(): Promise<void>;
   /** SIGKILL and wait (crash simulation). */
@@ -122,20 +123,22 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   let daemon: ChildProcess | undefined;
   let daemonLog = '';
 
-  const startDaemon = async (): Promise<void> => {
+  const startDaemon = async (extraArgs: string[] = []): Promise<void> => {
     const child = spawn(
       process.execPath,
       [...(options.daemonNodeArgs ?? []), ...projectProgram('daemon/main'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
-        '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', READER_FRIENDLY_NAME, ...(options.daemonArgs ?? [])],
+        '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', READER_FRIENDLY_NAME, ...(options.daemonArgs ?? []), ...extraArgs],
       { cwd: REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     daemon = child;
+    // Only this start's output counts: an earlier start's "ready:" must not make this one look ready.
+    const logStart = daemonLog.length;
     child.stdout?.on('data', (chunk: Buffer) => (daemonLog += chunk.toString()));
     const ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`tpmvscd did not start:\n${daemonLog}`)), 30_000);
       child.stderr?.on('data', (chunk: Buffer) => {
         daemonLog += chunk.toString();
-        if (daemonLog.includes('ready:')) {
+        if (daemonLog.slice(logStart).includes('ready:')) {
           clearTimeout(timer);
           resolve();
         }

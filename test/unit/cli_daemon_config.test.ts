@@ -13,6 +13,7 @@ test('defaults', (t) => {
     readerName: 'TPM Virtual Smart Card',
     tpmLockout: 'windows',
     attestationCa: undefined,
+    ownerAuthFile: undefined,
   });
 });
 

@@ -1,0 +1,66 @@
+/**
+ * Runs the real tpmvscd on a test's swtpm without pcscd (a daemon with no cards opens no
+ * vpcd link): starts it, waits until it is ready or exits, then ends it by PID. For tests of
+ * what the daemon does at start (TPM passwords, DA policy, option checks).
+ *
+ *   const run = await runDaemonOnce({ tcti: swtpm.tcti, args: ['--owner-auth-file', file] });
+ *   t.true(run.ready, run.log);
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO, projectProgram } from './stack.js';
+
+export interface DaemonRun {
+  /** It logged "ready:" (and was then stopped with SIGTERM). */
+  ready: boolean;
+  /** Exit code: 0 after a clean stop, the daemon's own code when it refused to start. */
+  code: number | null;
+  /** Everything it wrote to stderr and stdout. */
+  log: string;
+}
+
+/** A loopback port free right now, for the vpcd address the daemon is given (it connects to none). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function runDaemonOnce(options: { tcti: string; stateDir?: string; args?: string[]; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<DaemonRun> {
+  const workDir = await mkdtemp(join(tmpdir(), 'tpmvsc-daemon-'));
+  try {
+    const args = [
+      ...projectProgram('daemon/main'),
+      '--tcti', options.tcti,
+      '--state-dir', options.stateDir ?? join(workDir, 'state'),
+      '--socket', join(workDir, 'control.sock'),
+      '--vpcd', `127.0.0.1:${await freePort()}`,
+      '--readers', '1',
+      ...(options.args ?? []),
+    ];
+    const child = spawn(process.execPath, args, { cwd: REPO, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    let ready = false;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const onOutput = (chunk: Buffer): void => {
+      log += chunk.toString();
+      if (!ready && log.includes('ready:')) {
+        ready = true;
+        child.kill('SIGTERM');
+      }
+    };
+    child.stdout.on('data', onOutput);
+    child.stderr.on('data', onOutput);
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+    const code = await exited;
+    clearTimeout(timer);
+    return { ready, code, log };
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
