@@ -34,7 +34,7 @@ import { HostedCard } from './hosted_card.js';
 import { objectKey } from '../applet/data_objects.js';
 import { TpmKeyAttestor } from '../attestation/tpm_key_attestor.js';
 import { certificateFromObjectValue, certificateObjectValue, enrollAikWithCa, selfIssueAikCertificate } from '../attestation/aik_certificate.js';
-import { portOf, readerName } from './reader_config.js';
+import { portOf, readerName, type ReaderNaming } from './reader_config.js';
 
 export const cardManagerChannel = channel('tpmvsc:cards');
 
@@ -48,6 +48,8 @@ export interface CardManagerOptions {
   /** Size of the reader pool (pcscd configuration). */
   readers: number;
   friendlyName: string;
+  /** Default 'numbered' (see reader_config.ts). */
+  readerNaming?: ReaderNaming;
   version: string;
   vaultOptions?: TpmVaultOptions;
   /** How long create waits for the reader to show the card. Default 3000 ms. */
@@ -134,7 +136,7 @@ export class CardManager implements CardManagerApi {
       directory: this.options.directory,
       port: portOf(file.slot, this.options.basePort),
       host: this.options.vpcdHost,
-      readerName: readerName(file.slot, this.options.friendlyName),
+      readerName: readerName(file.slot, this.options.friendlyName, this.options.readerNaming),
     });
     this.cards.set(file.slot, card);
     card.insert();

@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { DEFAULT_CONTROL_SOCKET } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
+import type { ReaderNaming } from './reader_config.js';
 
 export const DEFAULTS = {
   tcti: 'device:/dev/tpmrm0',
@@ -36,6 +37,8 @@ export interface PoolConfig {
   readers: number;
   /** pcscd FRIENDLYNAME base of the readers. */
   readerName: string;
+  /** Whether FRIENDLYNAMEs carry the block number (ours) or not (the vpcd package's own pair). */
+  readerNaming: ReaderNaming;
 }
 
 export interface RunConfig extends PoolConfig {
@@ -116,6 +119,12 @@ Pool options (daemon and register-readers):
                                            addresses only (default ${DEFAULTS.vpcdHost}:${DEFAULTS.vpcdPort})
   --readers N          TPMVSC_READERS      number of readers, 1..${MAX_READERS} (default ${DEFAULTS.readers})
   --reader-name NAME   TPMVSC_READER_NAME  reader friendly name (default "${DEFAULTS.readerName}")
+  --reader-naming numbered|plain
+                       TPMVSC_READER_NAMING
+                                           numbered: pcscd shows "NAME <block> 00 0n" (the readers
+                                           register-readers writes); plain: "NAME 00 0n", one block
+                                           of 2 readers, e.g. the vsmartcard-vpcd package's own
+                                           "Virtual PCD" pair (default numbered)
 
 register-readers writes pcscd's reader configuration for the pool into --conf-dir and copies of
 the vpcd driver into --driver-dir, then exits; restart pcscd afterwards.
@@ -126,7 +135,7 @@ function usage(detail: string): TpmvscError {
 }
 
 type FlagName =
-  | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
+  | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'reader-naming' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
   | 'owner-auth-file';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
@@ -136,13 +145,14 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   vpcd: 'TPMVSC_VPCD',
   readers: 'TPMVSC_READERS',
   'reader-name': 'TPMVSC_READER_NAME',
+  'reader-naming': 'TPMVSC_READER_NAMING',
   'tpm-lockout': 'TPMVSC_TPM_LOCKOUT',
   'attestation-ca': 'TPMVSC_ATTESTATION_CA',
   'owner-auth-file': 'TPMVSC_OWNER_AUTH_FILE',
 };
 
-const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'tpm-lockout', 'attestation-ca', 'owner-auth-file'];
-const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'conf-dir', 'driver-dir'];
+const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file'];
+const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'reader-naming', 'conf-dir', 'driver-dir'];
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
 export function parseVpcdAddress(text: string, source: string): VpcdAddress {
@@ -221,11 +231,16 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
   const vpcdSetting = setting('vpcd');
   const readersSetting = setting('readers');
   const nameSetting = setting('reader-name');
+  const readerNaming = parseReaderNaming(setting('reader-naming'));
+  // A plain-named pool is one block: two readers unless told fewer.
+  const defaultReaders = readerNaming === 'plain' ? 2 : DEFAULTS.readers;
   const pool: PoolConfig = {
     vpcd: vpcdSetting ? parseVpcdAddress(vpcdSetting.value, vpcdSetting.source) : { host: DEFAULTS.vpcdHost, port: DEFAULTS.vpcdPort },
-    readers: readersSetting ? parseReaders(readersSetting.value, readersSetting.source) : DEFAULTS.readers,
+    readers: readersSetting ? parseReaders(readersSetting.value, readersSetting.source) : defaultReaders,
     readerName: nameSetting ? parseReaderName(nameSetting.value, nameSetting.source) : DEFAULTS.readerName,
+    readerNaming,
   };
+  if (readerNaming === 'plain' && pool.readers > 2) throw usage('--reader-naming plain names one block of two readers: use --readers 2 or 1');
   if (pool.vpcd.port + pool.readers - 1 > 65535) throw usage('the vpcd port plus the number of readers goes past port 65535');
 
   if (command === 'register-readers') {
@@ -265,6 +280,12 @@ function parseAttestationCa(setting: { value: string; source: string } | undefin
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usage(`${setting.source} must be an http: or https: URL`);
   return url.href;
+}
+
+function parseReaderNaming(setting: { value: string; source: string } | undefined): ReaderNaming {
+  if (setting === undefined) return 'numbered';
+  if (setting.value === 'numbered' || setting.value === 'plain') return setting.value;
+  throw usage(`${setting.source} must be numbered or plain`);
 }
 
 function parseLockoutMode(setting: { value: string; source: string } | undefined): TpmLockoutMode {

@@ -93,6 +93,7 @@ async function run(config: RunConfig): Promise<void> {
     basePort: config.vpcd.port,
     readers: config.readers,
     friendlyName: config.readerName,
+    readerNaming: config.readerNaming,
     version: version(),
     attestationCa: config.attestationCa,
     ...(ownerAuth ? { vaultOptions: { ownerAuth } } : {}),
@@ -129,6 +130,7 @@ async function main(): Promise<void> {
         readers: config.readers,
         basePort: config.vpcd.port,
         friendlyName: config.readerName,
+        naming: config.readerNaming,
       });
       process.stdout.write(`${result.configFile}\n`);
       for (const reader of result.readers) process.stdout.write(`  ${reader.name}  (port ${reader.port})\n`);

@@ -68,6 +68,8 @@ export interface RegisterReadersOptions {
   basePort?: number;
   /** Friendly name prefix of the readers. Default "TPM Virtual Smart Card". */
   friendlyName?: string;
+  /** Default 'numbered'; 'plain' allows one block (2 readers). */
+  naming?: ReaderNaming;
   /** The stock driver. Default: found with dpkg, else STOCK_DRIVER_PATH. */
   driverPath?: string;
 }
@@ -128,21 +130,30 @@ export function portOf(slot: number, basePort: number = VPCD_DEFAULT_PORT): numb
   return basePort + slot;
 }
 
+/**
+ * How pcscd's FRIENDLYNAMEs tell blocks apart: 'numbered' (ours, "<name> <block>") or 'plain'
+ * (the name alone: one block only, e.g. the vsmartcard-vpcd package's own "Virtual PCD" pair,
+ * which pcscd shows as "Virtual PCD 00 00" and "Virtual PCD 00 01").
+ */
+export type ReaderNaming = 'numbered' | 'plain';
+
 /** FRIENDLYNAME of block b (slots 2b and 2b+1). */
-export function blockFriendlyName(block: number, friendlyName: string = DEFAULT_FRIENDLY_NAME): string {
-  return `${friendlyName} ${block}`;
+export function blockFriendlyName(block: number, friendlyName: string = DEFAULT_FRIENDLY_NAME, naming: ReaderNaming = 'numbered'): string {
+  if (naming === 'numbered') return `${friendlyName} ${block}`;
+  if (block !== 0) throw badRequest('plain reader names have one block of two readers: slots 0 and 1 only');
+  return friendlyName;
 }
 
 /**
  * The exact PC/SC reader name pcscd 1.9.9 shows for slot n: "<FRIENDLYNAME> 00 <slot in
  * block, 2 hex digits>" (the middle 00 is pcscd's instance number of that friendly name).
  */
-export function readerName(slot: number, friendlyName: string = DEFAULT_FRIENDLY_NAME): string {
+export function readerName(slot: number, friendlyName: string = DEFAULT_FRIENDLY_NAME, naming: ReaderNaming = 'numbered'): string {
   checkSlot(slot);
   checkFriendlyName(friendlyName);
   const block = Math.floor(slot / SLOTS_PER_BLOCK);
   const slotInBlock = slot % SLOTS_PER_BLOCK;
-  return `${blockFriendlyName(block, friendlyName)} 00 ${slotInBlock.toString(16).toUpperCase().padStart(2, '0')}`;
+  return `${blockFriendlyName(block, friendlyName, naming)} 00 ${slotInBlock.toString(16).toUpperCase().padStart(2, '0')}`;
 }
 
 /** The path of the stock vpcd driver, from `dpkg -L vsmartcard-vpcd` when available. */
@@ -268,6 +279,8 @@ export async function registerReaders(options: RegisterReadersOptions): Promise<
   checkBasePort(basePort, readers);
   const friendlyName = options.friendlyName ?? DEFAULT_FRIENDLY_NAME;
   checkFriendlyName(friendlyName);
+  const naming = options.naming ?? 'numbered';
+  if (naming === 'plain' && blocks > 1) throw badRequest('plain reader names have one block of two readers: use 2 readers or fewer');
   if (!path.isAbsolute(options.confDir) || !path.isAbsolute(options.driverDir)) {
     throw badRequest('confDir and driverDir must be absolute paths');
   }
@@ -289,7 +302,7 @@ export async function registerReaders(options: RegisterReadersOptions): Promise<
       await copyDriverAtomic(driverPath, libPath);
     }
     configBlocks.push({
-      friendlyName: blockFriendlyName(block, friendlyName),
+      friendlyName: blockFriendlyName(block, friendlyName, naming),
       port: basePort + block * SLOTS_PER_BLOCK,
       libPath,
     });
@@ -302,7 +315,7 @@ export async function registerReaders(options: RegisterReadersOptions): Promise<
 
   const registered: RegisteredReader[] = [];
   for (let slot = 0; slot < readers; slot++) {
-    registered.push({ slot, port: basePort + slot, name: readerName(slot, friendlyName) });
+    registered.push({ slot, port: basePort + slot, name: readerName(slot, friendlyName, naming) });
   }
   return { configFile, driverPaths: configBlocks.map((block) => block.libPath), readers: registered, disabledStockConfig };
 }

@@ -16,7 +16,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSwtpmProcess, type SwtpmProcess } from '../tpm/swtpm_process.js';
-import { registerReaders, readerName, DEFAULT_FRIENDLY_NAME, VPCD_DEFAULT_PORT } from '../daemon/reader_config.js';
+import { registerReaders, readerName, DEFAULT_FRIENDLY_NAME, VPCD_DEFAULT_PORT, type ReaderNaming } from '../daemon/reader_config.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PCSCD_SOCKET = '/run/pcscd/pcscd.comm';
@@ -56,6 +56,7 @@ interface Readers {
   basePort: number;
   count: number;
   friendlyName: string;
+  naming: ReaderNaming;
 }
 
 /** Readers of a pcscd that already runs: ours if register-readers installed them, else the stock vpcd pair. */
@@ -64,11 +65,12 @@ async function installedReaders(): Promise<Readers> {
     const config = await readFile('/etc/reader.conf.d/tpmvsc', 'utf8');
     const ports = [...config.matchAll(/DEVICENAME\s+\/dev\/null:(\d+)/g)].map((match) => Number(match[1]));
     const name = /FRIENDLYNAME\s+"(.*) \d+"/.exec(config)?.[1] ?? DEFAULT_FRIENDLY_NAME;
-    if (ports.length > 0) return { basePort: Math.min(...ports), count: ports.length * 2, friendlyName: name };
+    if (ports.length > 0) return { basePort: Math.min(...ports), count: ports.length * 2, friendlyName: name, naming: 'numbered' };
   } catch {
     // not installed: fall through to the stock reader
   }
-  return { basePort: VPCD_DEFAULT_PORT, count: 2, friendlyName: 'Virtual PCD' };
+  // vsmartcard-vpcd's own /etc/reader.conf.d/vpcd: FRIENDLYNAME "Virtual PCD", no block number.
+  return { basePort: VPCD_DEFAULT_PORT, count: 2, friendlyName: 'Virtual PCD', naming: 'plain' };
 }
 
 function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<void> {
@@ -130,14 +132,14 @@ async function main(): Promise<void> {
     let readers: Readers;
     if (await reachable(PCSCD_SOCKET)) {
       readers = await installedReaders();
-      say(`pcscd: already running; using readers "${readers.friendlyName} ..." on port ${readers.basePort}`);
+      say(`pcscd: already running; using readers "${readerName(0, readers.friendlyName, readers.naming)}" ... on port ${readers.basePort}`);
     } else {
       if (process.getuid?.() !== 0) {
         throw new Error('pcscd is not running and only root can start it: run `sudo npm start`, or start pcscd');
       }
       // TPMVSC_VPCD (host:port, as for tpmvscd) moves the readers off vpcd's default port.
       const port = Number(/:(\d+)$/.exec(process.env.TPMVSC_VPCD ?? '')?.[1] ?? VPCD_DEFAULT_PORT);
-      readers = { basePort: port, count: DEMO_READERS, friendlyName: DEFAULT_FRIENDLY_NAME };
+      readers = { basePort: port, count: DEMO_READERS, friendlyName: DEFAULT_FRIENDLY_NAME, naming: 'numbered' };
       const confDir = join(dataDir, 'reader.conf.d');
       await registerReaders({
         confDir,
@@ -162,7 +164,8 @@ async function main(): Promise<void> {
     const daemon = spawn(
       process.execPath,
       [join(ROOT, 'dist/daemon/main.js'), '--tcti', tcti, '--state-dir', join(dataDir, 'state'), '--socket', socketPath,
-        '--vpcd', `127.0.0.1:${readers.basePort}`, '--readers', String(readers.count), '--reader-name', readers.friendlyName],
+        '--vpcd', `127.0.0.1:${readers.basePort}`, '--readers', String(readers.count), '--reader-name', readers.friendlyName,
+        '--reader-naming', readers.naming],
       { stdio: ['ignore', 'inherit', 'pipe'], env: process.env },
     );
     stopActions.push(async () => {

@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 
-import { registerReaders, readerName as poolReaderName, SLOTS_PER_BLOCK } from '../../daemon/reader_config.js';
+import { registerReaders, readerName as poolReaderName, SLOTS_PER_BLOCK, type ReaderNaming } from '../../daemon/reader_config.js';
 
 export interface StartPcscdOptions {
   /** Readers in the pool (rounded up to even). Default 2. */
@@ -31,6 +31,8 @@ export interface StartPcscdOptions {
   basePort?: number;
   /** Friendly name prefix. Default "tpmvsc test". */
   friendlyName?: string;
+  /** FRIENDLYNAMEs with the block number (default) or without ('plain': one block only). */
+  naming?: ReaderNaming;
   /** Run pcscd with -d -a (debug and APDU logs in the log file). Default false. */
   debug?: boolean;
   /** How long to wait for pcscd to come up, in ms. Default 10000. */
@@ -162,6 +164,7 @@ class PcscdHarness implements PcscdInstance {
     readonly basePort: number,
     readonly readers: number,
     readonly friendlyName: string,
+    private readonly naming: ReaderNaming,
     private readonly flags: string,
     private readonly startTimeoutMs: number,
   ) {
@@ -177,7 +180,7 @@ class PcscdHarness implements PcscdInstance {
 
   readerName(slot: number): string {
     if (slot >= this.readers) throw new RangeError(`slot ${slot} is outside the pool of ${this.readers}`);
-    return poolReaderName(slot, this.friendlyName);
+    return poolReaderName(slot, this.friendlyName, this.naming);
   }
 
   port(slot: number): number {
@@ -289,7 +292,8 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
   try {
     const basePort = options.basePort ?? (await findFreePortRange(readers));
     const confDir = path.join(tempDir, 'reader.conf.d');
-    await registerReaders({ confDir, driverDir: path.join(tempDir, 'drivers'), readers, basePort, friendlyName });
+    const naming = options.naming ?? 'numbered';
+    await registerReaders({ confDir, driverDir: path.join(tempDir, 'drivers'), readers, basePort, friendlyName, naming });
     const logFile = path.join(tempDir, 'pcscd.log');
     const shell = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -297,7 +301,7 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     const spawnError = new Promise<never>((_, reject) => shell.once('error', reject));
     let stderr = '';
     shell.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    harness = new PcscdHarness(shell, tempDir, logFile, basePort, readers, friendlyName, options.debug ? '-d -a' : '', startTimeoutMs);
+    harness = new PcscdHarness(shell, tempDir, logFile, basePort, readers, friendlyName, naming, options.debug ? '-d -a' : '', startTimeoutMs);
     const ready = await Promise.race([harness.nextLine(startTimeoutMs), spawnError]).catch((error: unknown) => {
       throw new Error(`cannot create pcscd's mount namespace: ${String(error)} ${stderr}`);
     });

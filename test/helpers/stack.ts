@@ -29,6 +29,8 @@ export function projectProgram(path: string): string[] {
   return COMPILED ? [join(REPO, 'dist', `${path}.js`)] : ['--import', 'tsx', join(REPO, `${path}.ts`)];
 }
 export const READER_FRIENDLY_NAME = 'TPM Virtual Smart Card';
+/** FRIENDLYNAME of the vsmartcard-vpcd package's own reader configuration. */
+export const STOCK_FRIENDLY_NAME = 'Virtual PCD';
 
 export interface CommandResult {
   code: number;
@@ -45,6 +47,11 @@ export interface StackOptions {
   swtpmStateDir?: string;
   /** Extra tpmvscd arguments, e.g. ['--attestation-ca', url]. */
   daemonArgs?: string[];
+  /**
+   * Readers named like the vsmartcard-vpcd package's own pair ("Virtual PCD 00 00"): pcscd
+   * and the daemon both use plain FRIENDLYNAMEs (one block). Default: the project's numbered names.
+   */
+  stockReaderNames?: boolean;
   /** Extra arguments for node itself when it runs tpmvscd (e.g. --cpu-prof to profile the daemon). */
   daemonNodeArgs?: string[];
 }
@@ -108,13 +115,16 @@ function waitExit(child: ChildProcess): Promise<void> {
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const readers = options.readers ?? 4;
+  const naming = options.stockReaderNames ? 'plain' : 'numbered';
+  const friendlyName = options.stockReaderNames ? STOCK_FRIENDLY_NAME : READER_FRIENDLY_NAME;
+  if (options.stockReaderNames && readers > 2) throw new RangeError('stock reader names come in one block of two readers');
   const workDir = await mkdtemp(join(tmpdir(), 'tpmvsc-stack-'));
   const stateDir = join(workDir, 'state');
   const socketPath = join(workDir, 'control.sock');
   const swtpm = await startSwtpm(options.swtpmStateDir ? { stateDir: options.swtpmStateDir } : {});
   let pcscd: PcscdInstance;
   try {
-    pcscd = await startPcscd({ readers, friendlyName: READER_FRIENDLY_NAME });
+    pcscd = await startPcscd({ readers, friendlyName, naming });
   } catch (error) {
     await swtpm.stop();
     throw error;
@@ -127,7 +137,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const child = spawn(
       process.execPath,
       [...(options.daemonNodeArgs ?? []), ...projectProgram('daemon/main'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
-        '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', READER_FRIENDLY_NAME, ...(options.daemonArgs ?? []), ...extraArgs],
+        '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', friendlyName, '--reader-naming', naming, ...(options.daemonArgs ?? []), ...extraArgs],
       { cwd: REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     daemon = child;

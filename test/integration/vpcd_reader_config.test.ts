@@ -35,6 +35,12 @@ const nameRows: { name: string; slot: number; friendlyName?: string; want: strin
   { name: 'empty name', slot: 0, friendlyName: '', want: 'error' },
 ];
 
+test('readerName with plain naming: the FRIENDLYNAME alone, one block of two readers', (t) => {
+  t.is(readerName(0, 'Virtual PCD', 'plain'), 'Virtual PCD 00 00');
+  t.is(readerName(1, 'Virtual PCD', 'plain'), 'Virtual PCD 00 01');
+  t.throws(() => readerName(2, 'Virtual PCD', 'plain'), { instanceOf: TpmvscError, message: /one block of two readers/ });
+});
+
 for (const row of nameRows) {
   test(`readerName: ${row.name}`, (t) => {
     const call = () => readerName(row.slot, row.friendlyName);

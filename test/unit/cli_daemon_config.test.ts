@@ -11,6 +11,7 @@ test('defaults', (t) => {
     vpcd: { host: '127.0.0.1', port: 35963 },
     readers: 10,
     readerName: 'TPM Virtual Smart Card',
+    readerNaming: 'numbered',
     tpmLockout: 'windows',
     attestationCa: undefined,
     ownerAuthFile: undefined,
@@ -22,6 +23,14 @@ test('--attestation-ca takes an http(s) URL, also from TPMVSC_ATTESTATION_CA', (
   t.like(parseDaemonArguments([], { TPMVSC_ATTESTATION_CA: 'https://ca.example/' }), { attestationCa: 'https://ca.example/' });
   t.throws(() => parseDaemonArguments(['--attestation-ca', 'ftp://x'], {}), { message: /http: or https:/ });
   t.throws(() => parseDaemonArguments(['--attestation-ca', 'not a url'], {}), { message: /must be a URL/ });
+});
+
+test('--reader-naming plain: the pair of readers of the vpcd package, two at most', (t) => {
+  t.like(parseDaemonArguments(['--reader-naming', 'plain', '--reader-name', 'Virtual PCD'], {}), { readerNaming: 'plain', readers: 2, readerName: 'Virtual PCD' });
+  t.like(parseDaemonArguments(['--readers', '1'], { TPMVSC_READER_NAMING: 'plain' }), { readerNaming: 'plain', readers: 1 });
+  t.like(parseDaemonArguments(['register-readers', '--conf-dir', '/c', '--driver-dir', '/d', '--reader-naming', 'plain'], {}), { readerNaming: 'plain', readers: 2 });
+  t.throws(() => parseDaemonArguments(['--reader-naming', 'plain', '--readers', '4'], {}), { message: /one block of two readers: use --readers 2 or 1/ });
+  t.throws(() => parseDaemonArguments(['--reader-naming', 'stock'], {}), { message: /--reader-naming must be numbered or plain/ });
 });
 
 test('--tpm-lockout takes windows or keep', (t) => {
@@ -49,12 +58,13 @@ test('register-readers', (t) => {
     readers: 2,
     vpcd: { host: DEFAULTS.vpcdHost, port: DEFAULTS.vpcdPort },
     readerName: DEFAULTS.readerName,
+    readerNaming: 'numbered',
   });
 });
 
 test('--help', (t) => {
   t.deepEqual(parseDaemonArguments(['--help'], {}), { command: 'help' });
-  for (const flag of ['--tcti', '--state-dir', '--socket', '--vpcd', '--readers', '--reader-name', 'register-readers', 'TPMVSC_VPCD']) t.true(DAEMON_HELP.includes(flag), flag);
+  for (const flag of ['--tcti', '--state-dir', '--socket', '--vpcd', '--readers', '--reader-name', '--reader-naming', 'register-readers', 'TPMVSC_VPCD']) t.true(DAEMON_HELP.includes(flag), flag);
 });
 
 const refused: Array<{ name: string; argv: string[]; env?: Record<string, string>; want: RegExp }> = [
