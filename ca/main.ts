@@ -13,13 +13,14 @@ import { loadOrCreateIdentity } from './ca_identity.js';
 import { CaService } from './ca_service.js';
 import { createCaServer } from './ca_http.js';
 import { loadEkTrust } from './ek_trust.js';
+import { parseLoopbackAddress } from '../common/loopback_address.js';
 
 export const CA_HELP = `tpmvsc-ca: attestation CA for TPM virtual smart card AIKs
 
 Usage: tpmvsc-ca --listen HOST:PORT --state-dir DIR --ek-roots DIR [--ek-allow-list FILE]
 
-  --listen HOST:PORT     address to serve HTTP on (default 127.0.0.1:8443; port 0: any free port).
-                         Plain HTTP: serve other machines through a TLS reverse proxy.
+  --listen HOST:PORT     loopback address to serve HTTP on (default 127.0.0.1:8443; port 0: any free
+                         port). Plain HTTP: serve other machines through a TLS reverse proxy.
   --state-dir DIR        CA key (ca-key.pem, 0600), certificate (ca.pem, give it to relying
                          parties) and the issuance log (issued.jsonl); created on first start
   --ek-roots DIR         PEM files of the TPM manufacturer root and intermediate certificates
@@ -46,14 +47,16 @@ function parse(argv: string[]): CaArguments | 'help' {
     if (value === undefined) throw new Error(`${token} needs a value`);
     values.set(token, value);
   }
-  const listen = values.get('--listen') ?? '127.0.0.1:8443';
-  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
-  if (!match || Number(match[3]) > 65535) throw new Error('--listen must be HOST:PORT');
+  const { host, port } = parseLoopbackAddress(values.get('--listen') ?? '127.0.0.1:8443', '--listen', {
+    minPort: 0,
+    example: '127.0.0.1:8443',
+    why: 'the CA serves plain HTTP; put a TLS reverse proxy in front to serve other machines',
+  });
   const stateDir = values.get('--state-dir');
   const ekRoots = values.get('--ek-roots');
   if (!stateDir) throw new Error('--state-dir DIR is required');
   if (!ekRoots) throw new Error('--ek-roots DIR is required');
-  return { host: match[1] ?? match[2]!, port: Number(match[3]), stateDir, ekRoots, allowList: values.get('--ek-allow-list') };
+  return { host, port, stateDir, ekRoots, allowList: values.get('--ek-allow-list') };
 }
 
 async function main(): Promise<void> {

@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { DEFAULT_CONTROL_SOCKET } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
+import { parseLoopbackAddress } from '../common/loopback_address.js';
 import type { ReaderNaming } from './reader_config.js';
 
 export const DEFAULTS = {
@@ -156,18 +157,7 @@ const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', '
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
 export function parseVpcdAddress(text: string, source: string): VpcdAddress {
-  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text.trim());
-  if (!match) throw usage(`${source} must be HOST:PORT, e.g. 127.0.0.1:35963`);
-  const rawHost = (match[1] ?? match[2]!).toLowerCase();
-  const port = Number(match[3]);
-  if (port < 1 || port > 65535) throw usage(`${source} port must be 1..65535`);
-  const ipv4Loopback = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(rawHost);
-  let host: string;
-  if (rawHost === 'localhost') host = '127.0.0.1';
-  else if (rawHost === '::1') host = '::1';
-  else if (ipv4Loopback && ipv4Loopback.slice(1).every((octet) => Number(octet) <= 255)) host = rawHost;
-  else throw usage(`${source} must be a loopback address (127.0.0.1, localhost or [::1]): vpcd must not be reachable from the network`);
-  return { host, port };
+  return parseLoopbackAddress(text, source, { example: '127.0.0.1:35963', why: 'vpcd must not be reachable from the network' });
 }
 
 function parseReaders(text: string, source: string): number {
