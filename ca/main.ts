@@ -14,10 +14,12 @@ import { CaService } from './ca_service.js';
 import { createCaServer } from './ca_http.js';
 import { loadEkTrust } from './ek_trust.js';
 import { parseLoopbackAddress } from '../common/loopback_address.js';
+import { asksForVersion, productVersion } from '../common/product_version.js';
 
 export const CA_HELP = `tpmvsc-ca: attestation CA for TPM virtual smart card AIKs
 
 Usage: tpmvsc-ca --listen HOST:PORT --state-dir DIR --ek-roots DIR [--ek-allow-list FILE]
+       tpmvsc-ca --help | --version
 
   --listen HOST:PORT     loopback address to serve HTTP on (default 127.0.0.1:8443; port 0: any free
                          port). Plain HTTP: serve other machines through a TLS reverse proxy.
@@ -60,6 +62,10 @@ function parse(argv: string[]): CaArguments | 'help' {
 }
 
 async function main(): Promise<void> {
+  if (asksForVersion(process.argv.slice(2))) {
+    process.stdout.write(`tpmvsc-ca ${productVersion()}\n`);
+    return;
+  }
   let args: CaArguments | 'help';
   try {
     args = parse(process.argv.slice(2));

@@ -118,7 +118,8 @@ const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
       [/machine <machine name>]
   tpmvscmgr verify-attestation {--ca CA.pem | --self-issued} SLOT_CERT.pem AIK_CERT.pem [--json]
 
-tpmvscmgr <command> /? shows the details of a command (verify-attestation --help for that one).
+tpmvscmgr <command> /? shows the details of a command (verify-attestation --help for that one);
+tpmvscmgr --version prints the version.
 Only root and members of the tpmvsc group may manage cards.`;
 
 const TOPICS: Record<CommandName, string> = { create: CREATE, destroy: DESTROY, list: LIST, status: STATUS, unblock: UNBLOCK };

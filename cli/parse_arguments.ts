@@ -317,7 +317,7 @@ export function parseArguments(argv: readonly string[]): CliCommand {
   if (HELP_TOKENS.has(first.toLowerCase())) return { command: 'help', topic: undefined };
   const command = COMMANDS.find((c) => c === first.toLowerCase());
   if (command === undefined) {
-    throw usage(`unknown command "${printable(first)}": use create, destroy, list, status or unblock (see tpmvscmgr /?)`);
+    throw usage(`unknown command "${printable(first)}": use create, destroy, list, status, unblock or verify-attestation (see tpmvscmgr /?)`);
   }
   if (rest.some((token) => HELP_TOKENS.has(token.toLowerCase()))) return { command: 'help', topic: command };
   const switches = collectSwitches(command, rest);

@@ -4,6 +4,7 @@
  * reported on stdout as {"ok": false, "error": {"code", "message"}, "exitCode"}.
  */
 import { EXIT, TpmvscError, type ErrorCode } from '../common/errors.js';
+import { asksForVersion, productVersion } from '../common/product_version.js';
 import { writeLine, type CliIo } from './cli_io.js';
 import { RequestAborted } from './control_client.js';
 import { runCreate } from './commands/create.js';
@@ -56,6 +57,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (argv[0] === REMOTE_SESSION_OPTION) return runRemoteSession(argv.slice(1), io, runCli);
   let json = argv.some((token) => ['/json', '--json'].includes(token.toLowerCase()));
   try {
+    if (asksForVersion(argv)) {
+      writeLine(io.stdout, `tpmvscmgr ${productVersion()}`);
+      return EXIT.ok;
+    }
     // verify-attestation is a local, Unix-style command (no daemon): it parses its own arguments.
     if (argv[0]?.toLowerCase() === VERIFY_ATTESTATION) {
       await runVerifyAttestation(argv.slice(1), io);

@@ -3,7 +3,7 @@
  *
  *   tpmvscd [options]                                   run the daemon
  *   tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
- *   tpmvscd --help
+ *   tpmvscd --help | --version
  */
 import { join } from 'node:path';
 import { DEFAULT_CONTROL_SOCKET } from '../common/control_protocol.js';

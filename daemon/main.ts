@@ -8,9 +8,9 @@
  * Logs go to stderr, one line per event, from diagnostics channels; never a secret.
  */
 import { subscribe } from 'node:diagnostics_channel';
-import { readFileSync } from 'node:fs';
 import { Tpm, TpmProtocolError, type TpmProtocolErrorCode } from '../tpm/index.js';
 import { TpmvscError, EXIT } from '../common/errors.js';
+import { asksForVersion, productVersion } from '../common/product_version.js';
 import { CardDirectory } from './card_directory.js';
 import { CardManager } from './card_manager.js';
 import { ControlServer } from './control_server.js';
@@ -23,15 +23,6 @@ const LOG_CHANNELS = ['tpmvsc:cards', 'tpmvsc:control', 'tpmvsc:vpcd_link', 'tpm
 
 function log(line: string): void {
   process.stderr.write(`tpmvscd: ${line}\n`);
-}
-
-function version(): string {
-  try {
-    const url = new URL('../../package.json', import.meta.url);
-    return (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
 }
 
 /** The SRK name is pinned at first use: a TPM presenting another one later is refused. */
@@ -94,7 +85,7 @@ async function run(config: RunConfig): Promise<void> {
     readers: config.readers,
     friendlyName: config.readerName,
     readerNaming: config.readerNaming,
-    version: version(),
+    version: productVersion(),
     attestationCa: config.attestationCa,
     ...(ownerAuth ? { vaultOptions: { ownerAuth } } : {}),
   });
@@ -118,6 +109,10 @@ async function run(config: RunConfig): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (asksForVersion(process.argv.slice(2))) {
+    process.stdout.write(`tpmvscd ${productVersion()}\n`);
+    return;
+  }
   const config = parseDaemonArguments(process.argv.slice(2), process.env);
   switch (config.command) {
     case 'help':
