@@ -8,7 +8,7 @@ import { mkdtemp, rm, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startStack, type Stack } from '../helpers/stack.js';
-import { OPENSC_MODULE, createDefaultCard, makeTestCa, mustSucceed, provisionSlot } from '../helpers/card_setup.js';
+import { OPENSC_MODULE, createDefaultCard, makeTestCa, mustSucceed, p11KitClientEnv, provisionSlot } from '../helpers/card_setup.js';
 
 const READER = 'TPM Virtual Smart Card 0 00 00';
 let stack: Stack | undefined;
@@ -44,11 +44,13 @@ test.serial('NSS: modutil adds OpenSC and certutil lists the card certificates',
 });
 
 test.serial('p11-kit and p11tool list the token', async (t) => {
-  // Debian registers OpenSC with p11-kit (/usr/share/p11-kit/modules/opensc.module).
-  const listed = await stack!.run('p11-kit', ['list-modules']);
+  // Debian registers OpenSC with p11-kit (/usr/share/p11-kit/modules/opensc-pkcs11.module),
+  // and tpm2-pkcs11 too: p11KitClientEnv keeps that one out of the real HOME and off any TPM.
+  const env = await p11KitClientEnv(dir);
+  const listed = await stack!.run('p11-kit', ['list-modules'], { env });
   t.is(listed.code, 0, listed.stderr);
   t.regex(listed.stdout, /opensc-pkcs11: opensc-pkcs11\.so[\s\S]*token: nss holder/, listed.stdout);
-  const tokens = mustSucceed(await stack!.run('p11tool', ['--provider', OPENSC_MODULE, '--list-tokens']), 'p11tool --list-tokens');
+  const tokens = mustSucceed(await stack!.run('p11tool', ['--provider', OPENSC_MODULE, '--list-tokens'], { env }), 'p11tool --list-tokens');
   t.regex(tokens.stdout, /Label: nss holder/);
   t.regex(tokens.stdout, /URL: pkcs11:model=PKCS%2315%20emulated;manufacturer=piv_II;serial=[0-9a-f]+;token=nss%20holder/);
 });

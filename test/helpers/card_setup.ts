@@ -8,7 +8,7 @@
  * certificate", before any APDU is sent), so the certificate is issued by the test CA
  * for the card's public key instead: `openssl x509 -req -force_pubkey` over a dummy CSR.
  */
-import { writeFile, chmod } from 'node:fs/promises';
+import { writeFile, chmod, mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { runProgram, type CommandResult, type Stack } from './stack.js';
@@ -126,4 +126,15 @@ export async function pinTriesLeft(stack: Stack, reader: string): Promise<number
   const match = /PIN tries left:\s+(\d+)/.exec(stdout);
   if (!match) throw new Error(`no PIN tries in status output:\n${stdout}`);
   return Number(match[1]);
+}
+
+/**
+ * Environment for programs that load every p11-kit module (gnutls-cli, p11tool, p11-kit): a
+ * temp HOME under `dir`, so nothing they or their modules keep per user lands in the real one
+ * (stack.env already keeps Debian's tpm2-pkcs11 module off the real HOME and off any TPM).
+ */
+export async function p11KitClientEnv(dir: string): Promise<NodeJS.ProcessEnv> {
+  const home = join(dir, 'p11-kit-home');
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  return { HOME: home };
 }

@@ -9,7 +9,7 @@
  *   await stack.stop();
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,7 +129,15 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     await swtpm.stop();
     throw error;
   }
-  const env: NodeJS.ProcessEnv = { ...pcscd.env, TPMVSC_SOCKET: socketPath };
+  // Clients that load every p11-kit module (openssl's pkcs11 engine through p11-kit-proxy,
+  // p11tool, gnutls-cli) also load Debian's tpm2-pkcs11: keep its store out of the real HOME
+  // and point it at no TPM (its default would probe port 2321, maybe another test's swtpm).
+  const tpm2Pkcs11Store = join(workDir, 'tpm2-pkcs11-store');
+  await mkdir(tpm2Pkcs11Store, { mode: 0o700 });
+  const env: NodeJS.ProcessEnv = {
+    ...pcscd.env, TPMVSC_SOCKET: socketPath,
+    TPM2_PKCS11_STORE: tpm2Pkcs11Store, TPM2_PKCS11_TCTI: `device:${join(workDir, 'no-such-tpm')}`, TSS2_LOG: 'all+NONE',
+  };
   let daemon: ChildProcess | undefined;
   let daemonLog = '';
 
