@@ -15,6 +15,14 @@
  * The driver waits for a reply with no timeout, one APDU at a time. It polls with
  * GET ATR about every 400 ms per slot.
  *
+ * One-byte APDUs: the driver forwards a client's 1-byte C-APDU as a 1-byte message, which
+ * reads as a control byte, and then waits for a reply that a control byte never gets: the
+ * reader would hang for good. A real power on or reset is followed at once by GET ATR,
+ * a real power off by the next poll; so when a no-reply control byte is followed by
+ * silence (oneByteApduTimeoutMs), the driver must be waiting on such an APDU, and the link
+ * drops the connection (the client's transmit fails, the card comes back at once). A
+ * reply could not be safe: were the guess wrong, every later answer would be off by one.
+ *
  * Latency: the driver writes length and payload with two send() calls, so each
  * frame is written here with ONE write, with TCP_NODELAY, and TCP_QUICKACK is re-armed
  * after every read and write (tcp_quickack.ts); without that every APDU takes ~40 ms.
@@ -60,6 +68,8 @@ export interface VpcdLinkOptions {
   backoff?: Partial<ReconnectBackoff>;
   /** How long close() waits for vpcd to acknowledge the disconnection, in ms. Default 1000. */
   closeTimeoutMs?: number;
+  /** Silence after a power off/on/reset that means a 1-byte APDU is waiting (see above), in ms. Default 1500. */
+  oneByteApduTimeoutMs?: number;
 }
 
 /** Why a connection ended. */
@@ -110,6 +120,7 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
   private readonly quickAck: boolean;
   private readonly backoff: ReconnectBackoff;
   private readonly closeTimeoutMs: number;
+  private readonly oneByteApduTimeoutMs: number;
 
   private socket: net.Socket | null = null;
   private reader = new FrameReader();
@@ -119,6 +130,8 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
   private closeRequested = false;
   private closing: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** Armed after a no-reply control byte; any next frame disarms it (see oneByteApduTimeoutMs). */
+  private followUpTimer: NodeJS.Timeout | null = null;
   private nextDelayMs: number;
 
   /** Frames received and not yet handled, across connections: the card sees one at a time. */
@@ -142,6 +155,7 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     this.quickAck = options.quickAck ?? true;
     this.backoff = { initialMs: options.backoff?.initialMs ?? 50, maxMs: options.backoff?.maxMs ?? 1000 };
     this.closeTimeoutMs = options.closeTimeoutMs ?? 1000;
+    this.oneByteApduTimeoutMs = options.oneByteApduTimeoutMs ?? 1500;
     this.nextDelayMs = this.backoff.initialMs;
   }
 
@@ -215,12 +229,16 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
         return;
       }
       for (const payload of frames) this.queue.push({ socket, payload });
-      if (frames.length > 0) this.drain();
+      if (frames.length > 0) {
+        this.disarmFollowUp();
+        this.drain();
+      }
     });
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (!this.failures.has(socket)) this.failures.set(socket, { reason: 'socket_error', detail: error.code ?? error.message });
     });
     socket.on('close', () => {
+      if (this.socket === socket) this.disarmFollowUp();
       const wasConnected = this.isConnected && this.socket === socket;
       if (this.socket === socket) {
         this.socket = null;
@@ -270,13 +288,16 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     try {
       switch (control) {
         case Control.PowerOff:
+          this.expectFollowUp(socket);
           this.card.powerOff();
           return;
         case Control.PowerOn:
+          this.expectFollowUp(socket);
           this.atrAwaited = true;
           this.card.powerOn();
           return;
         case Control.Reset:
+          this.expectFollowUp(socket);
           this.atrAwaited = true;
           this.card.reset();
           return;
@@ -312,6 +333,26 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
       response = SW_NO_PRECISE_DIAGNOSIS;
     }
     this.reply(socket, response);
+  }
+
+  /**
+   * After a control byte that gets no reply: unless another frame arrives soon, the driver
+   * is waiting for the answer to a 1-byte APDU (see the top of this file): start over.
+   */
+  private expectFollowUp(socket: net.Socket): void {
+    // A frame already queued behind this one is the follow-up.
+    if (this.queue.some((item) => item.socket === socket)) return;
+    this.disarmFollowUp();
+    this.followUpTimer = setTimeout(() => {
+      this.followUpTimer = null;
+      if (socket === this.socket && !socket.destroyed) this.drop(socket, 'a 1-byte APDU (vpcd cannot carry one): connection reset');
+    }, this.oneByteApduTimeoutMs);
+    this.followUpTimer.unref();
+  }
+
+  private disarmFollowUp(): void {
+    if (this.followUpTimer) clearTimeout(this.followUpTimer);
+    this.followUpTimer = null;
   }
 
   /** Ends a connection whose peer broke the protocol; the link reconnects. */
