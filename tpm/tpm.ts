@@ -443,9 +443,13 @@ export class Tpm {
     const n = r.u32();
     if (n > 1024) throw new TpmProtocolError('BAD_RESPONSE', 'too many handles');
     const out: number[] = [];
+    // TPM_HT_LOADED_SESSION (0x02) lists every loaded session by its own handle: HMAC
+    // sessions 0x02.., policy sessions 0x03.. (0x03 asks for saved sessions only). Keep both,
+    // or a crashed client's policy sessions are never flushed and fill the session slots.
+    const loadedSessions = first >>> 24 === TPM_HT.HMAC_SESSION;
     for (let i = 0; i < n; i++) {
       const h = r.u32();
-      if (h >>> 24 === first >>> 24) out.push(h);
+      if (h >>> 24 === first >>> 24 || (loadedSessions && h >>> 24 === TPM_HT.POLICY_SESSION)) out.push(h);
     }
     return out;
   }
@@ -601,7 +605,7 @@ export class Tpm {
     });
   }
 
-  /** Handles in a range (HANDLE_RANGE.*). */
+  /** Handles in a range (HANDLE_RANGE.*); HMAC_SESSION lists every loaded session, policy sessions too. */
   async getHandles(first: number, max = 64): Promise<number[]> {
     return this.exclusive(() => this.handlesIn(first, max));
   }

@@ -69,6 +69,8 @@ export async function unsealWithGeneration(
   generation: number,
   object: LoadedObject,
   auth: Uint8Array,
+  /** Runs once the policy is satisfied, right before the Unseal checks `auth` (a PIN try is counted here). */
+  beforeCheck?: () => Promise<void>,
 ): Promise<Uint8Array> {
   const session = await tpm.startPolicySession();
   try {
@@ -81,6 +83,7 @@ export async function unsealWithGeneration(
     // The management-key object has no auth value to prove (managementPolicyDigest).
     if (purpose !== 'management') await tpm.policyAuthValue(session);
     await tpm.policyCommandCode(session, TPM_CC.Unseal);
+    await beforeCheck?.();
     try {
       return await tpm.unseal(object, { auth, session });
     } catch (e) {

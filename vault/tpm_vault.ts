@@ -831,10 +831,11 @@ export class TpmVault implements KeyVault {
 
   /**
    * One PIN or PUK try, in the order that makes the counter trustworthy:
-   * load the object (no check yet), write remaining-1 to NV (durable), let the TPM check
-   * the derived auth (generation policy, pin_generation.ts: Unseal gives K_user), then write the
-   * total back on success. A TPM lockout means nothing was checked: the counter is restored.
-   * An object of another generation than NV's is refused (BAD_STATE) without costing a try.
+   * load the object and satisfy its generation policy (no check yet), write remaining-1 to NV
+   * (durable), let the TPM check the derived auth (pin_generation.ts: Unseal gives K_user), then
+   * write the total back on success. A TPM lockout means nothing was checked: the counter is
+   * restored. A failure before the Unseal (e.g. TPM_RC_SESSION_MEMORY) checked nothing and
+   * costs no try. An object of another generation than NV's is refused (BAD_STATE) without costing a try.
    */
   private async attempt(purpose: SecretPurpose, value: Uint8Array): Promise<{ result: CheckResult; value?: Uint8Array }> {
     const blob = purpose === 'pin' ? this.vaultState.pin : this.vaultState.puk;
@@ -849,11 +850,17 @@ export class TpmVault implements KeyVault {
     const auth = deriveAuthValue(this.saltBytes(), purpose, value);
     try {
       return await this.objects.with(this.parent, decodeWrapped(blob), undefined, async (object) => {
-        await this.counters.write(withRemaining(remaining - 1));
+        let decremented = false;
+        const countTry = async (): Promise<void> => {
+          await this.counters.write(withRemaining(remaining - 1));
+          decremented = true;
+        };
         let checked: Uint8Array;
         try {
-          checked = await unsealWithGeneration(this.tpm, this.counters, purpose, generation, object, auth);
+          checked = await unsealWithGeneration(this.tpm, this.counters, purpose, generation, object, auth, countTry);
         } catch (e) {
+          // Not counted: the TPM failed before it could check anything (the write itself may have failed too).
+          if (!decremented) throw e;
           if (e instanceof VaultError && e.reason === 'BAD_STATE') {
             // The TPM refused the generation policy before checking any auth: give the try back.
             await this.counters.write(withRemaining(remaining));
