@@ -49,7 +49,8 @@ export const ERROR_TABLE = {
   TPM_LOCKOUT: { exit: EXIT.tpm, message: 'The TPM is in dictionary-attack lockout' },
   TPM_FAILURE: { exit: EXIT.tpm, message: 'The TPM failed the operation' },
   TPM_OWNER_AUTH: { exit: EXIT.tpm, message: "The TPM refused the owner hierarchy's authorization" },
-  OWNER_AUTH_FILE: { exit: EXIT.usage, message: 'The TPM owner password file cannot be used' },
+  TPM_ENDORSEMENT_AUTH: { exit: EXIT.tpm, message: "The TPM refused the endorsement hierarchy's authorization" },
+  TPM_PASSWORD_FILE: { exit: EXIT.usage, message: 'A TPM password file cannot be used' },
   READER_LIMIT: {
     exit: EXIT.readerLimit,
     message: 'The limit on the number of Smart Card Readers has been reached.',

@@ -10,7 +10,7 @@
  *   start, so the card is either fully there or fully gone.
  */
 import { channel } from 'node:diagnostics_channel';
-import type { Tpm } from '../tpm/index.js';
+import { isAuthFail, type Tpm } from '../tpm/index.js';
 import { TpmVault, type TpmVaultOptions } from '../vault/tpm_vault.js';
 import { sweepOrphans } from '../vault/orphan_sweep.js';
 import { VaultError } from '../vault/vault_error.js';
@@ -35,6 +35,7 @@ import { objectKey } from '../applet/data_objects.js';
 import { TpmKeyAttestor } from '../attestation/tpm_key_attestor.js';
 import { certificateFromObjectValue, certificateObjectValue, enrollAikWithCa, selfIssueAikCertificate } from '../attestation/aik_certificate.js';
 import { portOf, readerName, type ReaderNaming } from './reader_config.js';
+import { ENDORSEMENT_AUTH_CREDENTIAL } from './config.js';
 
 export const cardManagerChannel = channel('tpmvsc:cards');
 
@@ -56,6 +57,8 @@ export interface CardManagerOptions {
   insertTimeoutMs?: number;
   /** Attestation CA URL for /attestation AIK_AND_CERT (daemon --attestation-ca). */
   attestationCa?: string | undefined;
+  /** The TPM's endorsement hierarchy password, for the EK in AIK_AND_CERT enrolment; undefined: empty. */
+  endorsementAuth?: Uint8Array | undefined;
 }
 
 /** PIV object 5FFF01: the attestation (AIK) certificate, issuer of ATTEST's certificates. */
@@ -119,8 +122,22 @@ export class CardManager implements CardManagerApi {
   private async attestationCertificate(vault: TpmVault, mode: 'AIK_ONLY' | 'AIK_AND_CERT', serial: number): Promise<Uint8Array> {
     await vault.createAttestationKey();
     if (mode === 'AIK_ONLY') return selfIssueAikCertificate(vault, serial);
-    const { certificate } = await enrollAikWithCa(vault, this.options.tpm, this.options.attestationCa!);
-    return certificate;
+    const endorsementAuth = this.options.endorsementAuth;
+    try {
+      const { certificate } = await enrollAikWithCa(vault, this.options.tpm, this.options.attestationCa!, endorsementAuth ? { endorsementAuth } : {});
+      return certificate;
+    } catch (error) {
+      // The EK is used through the endorsement hierarchy (CreatePrimary, PolicySecret): a refusal
+      // there is that hierarchy's password, which only the admin can give.
+      const tpmError = rootCause(error);
+      if (isAuthFail(tpmError) && ENDORSEMENT_COMMANDS.has(tpmError.command)) {
+        const fix = endorsementAuth
+          ? 'the password given with --endorsement-auth-file (or the credential) is not the TPM\'s'
+          : `it has a password: give it with --endorsement-auth-file PATH (or the systemd credential ${ENDORSEMENT_AUTH_CREDENTIAL})`;
+        throw new TpmvscError('TPM_ENDORSEMENT_AUTH', fix, { cause: error });
+      }
+      throw error;
+    }
   }
 
   private host(file: CardFile<PivCardState>, vault: TpmVault): HostedCard {
@@ -328,9 +345,19 @@ export class CardManager implements CardManagerApi {
 }
 
 /** Maps vault/TPM failures to control errors without leaking anything secret. */
+/** Commands of the endorsement hierarchy's authorization during AIK enrolment. */
+const ENDORSEMENT_COMMANDS = new Set(['CreatePrimary', 'PolicySecret']);
+
+/** The innermost cause of an error (the TPM's own refusal, under vault and attestation wrappers). */
+function rootCause(error: unknown): unknown {
+  let current = error;
+  for (let depth = 0; depth < 8 && current instanceof Error && current.cause !== undefined; depth++) current = current.cause;
+  return current;
+}
+
 function toControlError(error: unknown, fallback: 'CREATE_FAILED'): TpmvscError {
   if (error instanceof TpmvscError) {
-    if (error.code === 'TPM_LOCKOUT' || error.code === 'TPM_FAILURE' || error.code === 'TPM_UNAVAILABLE') return error;
+    if (error.code === 'TPM_LOCKOUT' || error.code === 'TPM_FAILURE' || error.code === 'TPM_UNAVAILABLE' || error.code === 'TPM_ENDORSEMENT_AUTH') return error;
     if (error.code === 'READER_LIMIT' || error.code === 'NOT_SUPPORTED') return error;
     return new TpmvscError(fallback, error.detail ?? error.message, { cause: error });
   }

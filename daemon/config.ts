@@ -52,18 +52,22 @@ export interface RunConfig extends PoolConfig {
   tpmLockout: TpmLockoutMode;
   /** URL of the attestation CA (tpmvsc-ca) for /attestation AIK_AND_CERT; undefined: none. */
   attestationCa: string | undefined;
-  /** Where the TPM owner password is read from (daemon/owner_auth_file.ts); undefined: empty password. */
-  ownerAuthFile: OwnerAuthSource | undefined;
+  /** Where the TPM owner password is read from (daemon/tpm_password_file.ts); undefined: empty password. */
+  ownerAuthFile: TpmPasswordSource | undefined;
+  /** The same for the endorsement hierarchy (attestation with an EK: /attestation AIK_AND_CERT). */
+  endorsementAuthFile: TpmPasswordSource | undefined;
 }
 
-/** The systemd credential (LoadCredential=tpm-owner-auth:PATH) read when no option names a file. */
+/** The systemd credentials (LoadCredential=tpm-owner-auth:PATH) read when no option names a file. */
 export const OWNER_AUTH_CREDENTIAL = 'tpm-owner-auth';
+export const ENDORSEMENT_AUTH_CREDENTIAL = 'tpm-endorsement-auth';
 
 /**
- * A file holding the TPM owner password. 'option': --owner-auth-file or TPMVSC_OWNER_AUTH_FILE,
- * must exist; 'credential': $CREDENTIALS_DIRECTORY/tpm-owner-auth, used only if it exists.
+ * A file holding a TPM hierarchy password. 'option': --owner-auth-file or TPMVSC_OWNER_AUTH_FILE
+ * (--endorsement-auth-file...), must exist; 'credential': $CREDENTIALS_DIRECTORY/tpm-owner-auth
+ * (tpm-endorsement-auth), used only if it exists.
  */
-export interface OwnerAuthSource {
+export interface TpmPasswordSource {
   path: string;
   /** What named it, for messages: '--owner-auth-file', 'TPMVSC_OWNER_AUTH_FILE' or the credential. */
   source: string;
@@ -114,6 +118,11 @@ Options (each also read from the environment variable shown; the flag wins):
                                            user. Default: the systemd credential
                                            ${'$'}CREDENTIALS_DIRECTORY/tpm-owner-auth if present, else an
                                            empty owner password
+  --endorsement-auth-file PATH TPMVSC_ENDORSEMENT_AUTH_FILE
+                                           the same for the endorsement hierarchy's password
+                                           (tpm2_changeauth -c endorsement), which attestation
+                                           with the EK needs (create /attestation AIK_AND_CERT);
+                                           credential tpm-endorsement-auth
 
 Pool options (daemon and register-readers):
   --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback
@@ -137,7 +146,7 @@ function usage(detail: string): TpmvscError {
 
 type FlagName =
   | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'reader-naming' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
-  | 'owner-auth-file';
+  | 'owner-auth-file' | 'endorsement-auth-file';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   tcti: 'TPMVSC_TCTI',
@@ -150,9 +159,10 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   'tpm-lockout': 'TPMVSC_TPM_LOCKOUT',
   'attestation-ca': 'TPMVSC_ATTESTATION_CA',
   'owner-auth-file': 'TPMVSC_OWNER_AUTH_FILE',
+  'endorsement-auth-file': 'TPMVSC_ENDORSEMENT_AUTH_FILE',
 };
 
-const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file'];
+const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file', 'endorsement-auth-file'];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'reader-naming', 'conf-dir', 'driver-dir'];
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
@@ -248,16 +258,17 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     socketPath: setting('socket')?.value ?? DEFAULTS.socketPath,
     tpmLockout: parseLockoutMode(setting('tpm-lockout')),
     attestationCa: parseAttestationCa(setting('attestation-ca')),
-    ownerAuthFile: ownerAuthSource(setting('owner-auth-file'), env),
+    ownerAuthFile: passwordSource(setting('owner-auth-file'), env, OWNER_AUTH_CREDENTIAL),
+    endorsementAuthFile: passwordSource(setting('endorsement-auth-file'), env, ENDORSEMENT_AUTH_CREDENTIAL),
   };
 }
 
 /** The option or variable wins; otherwise systemd's credential, if the service has a credentials directory. */
-function ownerAuthSource(setting: { value: string; source: string } | undefined, env: NodeJS.ProcessEnv): OwnerAuthSource | undefined {
+function passwordSource(setting: { value: string; source: string } | undefined, env: NodeJS.ProcessEnv, credential: string): TpmPasswordSource | undefined {
   if (setting !== undefined) return { path: setting.value, source: setting.source, kind: 'option' };
   const credentials = env.CREDENTIALS_DIRECTORY;
   if (credentials === undefined || credentials === '') return undefined;
-  return { path: join(credentials, OWNER_AUTH_CREDENTIAL), source: `systemd credential ${OWNER_AUTH_CREDENTIAL}`, kind: 'credential' };
+  return { path: join(credentials, credential), source: `systemd credential ${credential}`, kind: 'credential' };
 }
 
 function parseAttestationCa(setting: { value: string; source: string } | undefined): string | undefined {

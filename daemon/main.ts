@@ -14,8 +14,8 @@ import { asksForVersion, productVersion } from '../common/product_version.js';
 import { CardDirectory } from './card_directory.js';
 import { CardManager } from './card_manager.js';
 import { ControlServer } from './control_server.js';
-import { DAEMON_HELP, OWNER_AUTH_CREDENTIAL, parseDaemonArguments, type OwnerAuthSource, type RunConfig } from './config.js';
-import { readOwnerAuth } from './owner_auth_file.js';
+import { DAEMON_HELP, OWNER_AUTH_CREDENTIAL, parseDaemonArguments, type TpmPasswordSource, type RunConfig } from './config.js';
+import { readTpmPassword } from './tpm_password_file.js';
 import { registerReaders } from './reader_config.js';
 import { applyLockoutPolicy } from './tpm_lockout_policy.js';
 
@@ -42,7 +42,7 @@ async function openTpm(config: RunConfig, directory: CardDirectory, ownerAuth: U
 }
 
 /** What to tell the admin when the owner hierarchy refused the daemon (never the password). */
-function ownerAuthProblem(code: TpmProtocolErrorCode, file: OwnerAuthSource | undefined): string | undefined {
+function ownerAuthProblem(code: TpmProtocolErrorCode, file: TpmPasswordSource | undefined): string | undefined {
   const where = file ? `${file.path} (${file.source})` : 'the owner password file';
   switch (code) {
     case 'OWNER_AUTH_REQUIRED':
@@ -63,8 +63,10 @@ async function run(config: RunConfig): Promise<void> {
   process.umask(0o077);
   const directory = new CardDirectory(config.stateDir);
   await directory.prepare();
-  const ownerAuth = config.ownerAuthFile ? await readOwnerAuth(config.ownerAuthFile) : undefined;
+  const ownerAuth = config.ownerAuthFile ? await readTpmPassword(config.ownerAuthFile) : undefined;
   if (ownerAuth && config.ownerAuthFile) log(`TPM owner password from ${config.ownerAuthFile.source}`);
+  const endorsementAuth = config.endorsementAuthFile ? await readTpmPassword(config.endorsementAuthFile) : undefined;
+  if (endorsementAuth && config.endorsementAuthFile) log(`TPM endorsement password from ${config.endorsementAuthFile.source}`);
   let tpm: Tpm;
   try {
     tpm = await openTpm(config, directory, ownerAuth);
@@ -87,6 +89,7 @@ async function run(config: RunConfig): Promise<void> {
     readerNaming: config.readerNaming,
     version: productVersion(),
     attestationCa: config.attestationCa,
+    endorsementAuth,
     ...(ownerAuth ? { vaultOptions: { ownerAuth } } : {}),
   });
   await cards.start();

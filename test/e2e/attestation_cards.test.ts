@@ -10,6 +10,7 @@ import { runProgram, startStack, type Stack } from '../helpers/stack.js';
 import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, pivTool, readerName, tempDir } from '../helpers/piv_tools.js';
 import { createLocalCa, provisionEkState } from '../helpers/swtpm_ek.js';
 import { startCaProcess, type CaProcess } from '../helpers/attestation_ca.js';
+import { setHierarchyPassword } from '../helpers/tpm_passwords.js';
 
 let stack: Stack | undefined;
 let ca: CaProcess | undefined;
@@ -98,6 +99,30 @@ async function persistentHandles(): Promise<string> {
 async function stateFiles(): Promise<string[]> {
   return (await readdir(stack!.stateDir, { recursive: true })).map(String).sort();
 }
+
+test.serial('an endorsement password: AIK_AND_CERT fails clearly without it and works with --endorsement-auth-file', async (t) => {
+  const listBefore = (await stack!.cli(['list'])).stdout;
+  await stack!.stopDaemon();
+  await setHierarchyPassword(stack!.swtpm.tcti, 'endorsement', 'endorsepass');
+  await stack!.startDaemon();
+  const refused = await stack!.cli([...CREATE_WITH_PUK, '/attestation', 'AIK_AND_CERT']);
+  t.is(refused.code, 5, refused.stderr);
+  t.regex(refused.stderr, /endorsement hierarchy's authorization: it has a password: give it with --endorsement-auth-file/, refused.stderr);
+  t.is((await stack!.cli(['list'])).stdout, listBefore, 'no card is left behind');
+
+  const file = join(work.path, 'endorsement-auth');
+  await writeFile(file, 'endorsepass\n', { mode: 0o600 });
+  await stack!.stopDaemon();
+  await stack!.startDaemon(['--endorsement-auth-file', file]);
+  const created = await stack!.cli([...CREATE_WITH_PUK, '/attestation', 'AIK_AND_CERT', '--json']);
+  t.is(created.code, 0, created.stderr);
+  const { instance, reader } = JSON.parse(created.stdout) as { instance: string; reader: string };
+  const { slotPem, aikPem } = await attestSlot(reader, '9a', 'ECCP256', 'endorsement');
+  const verified = await stack!.cli(['verify-attestation', '--ca', join(ca!.stateDir, 'ca.pem'), slotPem, aikPem]);
+  t.is(verified.code, 0, verified.stderr);
+  t.false(stack!.daemonLog().includes('endorsepass'), 'the password is not logged');
+  t.is((await stack!.cli(['destroy', '/instance', instance])).code, 0);
+});
 
 test.serial('CA unreachable: create fails with a clear message and leaves no reader, file or TPM object', async (t) => {
   const handlesBefore = await persistentHandles();

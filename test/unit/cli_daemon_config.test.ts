@@ -15,6 +15,7 @@ test('defaults', (t) => {
     tpmLockout: 'windows',
     attestationCa: undefined,
     ownerAuthFile: undefined,
+    endorsementAuthFile: undefined,
   });
 });
 

@@ -1,26 +1,27 @@
 /**
- * The TPM owner password (`tpm2_changeauth -c owner PASSWORD`), read from a file the admin
- * names with --owner-auth-file / TPMVSC_OWNER_AUTH_FILE, or from systemd's credential
- * tpm-owner-auth (LoadCredential=tpm-owner-auth:/etc/tpmvsc/owner-auth).
+ * A TPM hierarchy password (`tpm2_changeauth -c owner|endorsement PASSWORD`), read from a file
+ * the admin names with --owner-auth-file / --endorsement-auth-file (or their environment
+ * variables), or from systemd's credential tpm-owner-auth / tpm-endorsement-auth
+ * (LoadCredential=tpm-owner-auth:/etc/tpmvsc/owner-auth).
  *
  * The file holds the password as tpm2-tools take it on their command line: the text itself,
  * or `str:TEXT`, or `hex:HEXBYTES`; one trailing newline (echo adds one) is not part of it.
  * Like ssh with private keys, a file that others could read or that another user owns is
- * refused: whoever reads it can evict every card's key from the TPM. Messages name the file,
+ * refused: whoever reads the owner password can evict every card's key from the TPM. Messages name the file,
  * never its content.
  */
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { TpmvscError } from '../common/errors.js';
-import type { OwnerAuthSource } from './config.js';
+import type { TpmPasswordSource } from './config.js';
 
 /** TPM2B_AUTH holds at most a digest of the TPM's largest hash (SHA-512: 64 bytes). */
-export const MAX_OWNER_AUTH_BYTES = 64;
+export const MAX_TPM_PASSWORD_BYTES = 64;
 /** Read no more than this: the file is a password, not a document. */
 const MAX_FILE_BYTES = 4096;
 
-function refuse(source: OwnerAuthSource, problem: string): TpmvscError {
-  return new TpmvscError('OWNER_AUTH_FILE', `${source.path} (${source.source}) ${problem}`);
+function refuse(source: TpmPasswordSource, problem: string): TpmvscError {
+  return new TpmvscError('TPM_PASSWORD_FILE', `${source.path} (${source.source}) ${problem}`);
 }
 
 function octal(mode: number): string {
@@ -28,10 +29,10 @@ function octal(mode: number): string {
 }
 
 /**
- * Reads and checks the owner password. Undefined: no password to use (an absent systemd
- * credential). Throws TpmvscError('OWNER_AUTH_FILE') naming the fix.
+ * Reads and checks a hierarchy password. Undefined: no password to use (an absent systemd
+ * credential). Throws TpmvscError('TPM_PASSWORD_FILE') naming the fix.
  */
-export async function readOwnerAuth(source: OwnerAuthSource, uid: number = process.geteuid?.() ?? 0): Promise<Uint8Array | undefined> {
+export async function readTpmPassword(source: TpmPasswordSource, uid: number = process.geteuid?.() ?? 0): Promise<Uint8Array | undefined> {
   let handle;
   try {
     handle = await open(source.path, constants.O_RDONLY | constants.O_NOCTTY | constants.O_NONBLOCK);
@@ -61,7 +62,7 @@ export async function readOwnerAuth(source: OwnerAuthSource, uid: number = proce
       throw refuse(source, `is larger than ${MAX_FILE_BYTES} bytes: it must hold the owner password only`);
     }
     try {
-      return parseOwnerAuth(buffer.subarray(0, length), source);
+      return parseTpmPassword(buffer.subarray(0, length), source);
     } finally {
       buffer.fill(0);
     }
@@ -76,7 +77,7 @@ export async function readOwnerAuth(source: OwnerAuthSource, uid: number = proce
  * or an ACL entry whose mask shows in the group bits, in a directory private to the service,
  * so there the owner may also be root and only the "other" bits are refused.
  */
-function checkOwnership(source: OwnerAuthSource, fileUid: number, mode: number, uid: number): void {
+function checkOwnership(source: TpmPasswordSource, fileUid: number, mode: number, uid: number): void {
   const ownerOk = fileUid === uid || (source.kind === 'credential' && fileUid === 0);
   if (!ownerOk) throw refuse(source, `is owned by uid ${fileUid}, not by the daemon's user (uid ${uid}): chown it to that user`);
   const tooOpen = source.kind === 'credential' ? mode & 0o007 : mode & 0o077;
@@ -84,7 +85,7 @@ function checkOwnership(source: OwnerAuthSource, fileUid: number, mode: number, 
 }
 
 /** The text as tpm2-tools read a password argument: TEXT, str:TEXT or hex:HEX; one trailing newline dropped. */
-export function parseOwnerAuth(content: Uint8Array, source: OwnerAuthSource): Uint8Array {
+export function parseTpmPassword(content: Uint8Array, source: TpmPasswordSource): Uint8Array {
   let end = content.length;
   if (end > 0 && content[end - 1] === 0x0a) end -= 1;
   const text = content.subarray(0, end);
@@ -98,9 +99,9 @@ export function parseOwnerAuth(content: Uint8Array, source: OwnerAuthSource): Ui
     password = Uint8Array.from(prefix === 'str:' ? text.subarray(4) : text);
   }
   if (password.length === 0) throw refuse(source, 'is empty: put the owner password in it, or remove the setting for an empty one');
-  if (password.length > MAX_OWNER_AUTH_BYTES) {
+  if (password.length > MAX_TPM_PASSWORD_BYTES) {
     password.fill(0);
-    throw refuse(source, `holds more than ${MAX_OWNER_AUTH_BYTES} bytes, longer than a TPM authorization value`);
+    throw refuse(source, `holds more than ${MAX_TPM_PASSWORD_BYTES} bytes, longer than a TPM authorization value`);
   }
   return password;
 }

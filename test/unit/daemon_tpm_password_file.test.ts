@@ -1,5 +1,5 @@
 /**
- * The TPM owner password file: where the daemon looks for it (option, environment, systemd
+ * The TPM password files (owner, endorsement): where the daemon looks for them (option, environment, systemd
  * credential), how its content is read (tpm2-tools' TEXT / str: / hex:, one trailing newline),
  * and which files it refuses (others can read them, another user owns them, not a file).
  */
@@ -8,10 +8,10 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TpmvscError } from '../../common/errors.js';
-import { parseDaemonArguments, type OwnerAuthSource, type RunConfig } from '../../daemon/config.js';
-import { parseOwnerAuth, readOwnerAuth } from '../../daemon/owner_auth_file.js';
+import { parseDaemonArguments, type TpmPasswordSource, type RunConfig } from '../../daemon/config.js';
+import { parseTpmPassword, readTpmPassword } from '../../daemon/tpm_password_file.js';
 
-const OPTION: OwnerAuthSource = { path: '/etc/tpmvsc/owner-auth', source: '--owner-auth-file', kind: 'option' };
+const OPTION: TpmPasswordSource = { path: '/etc/tpmvsc/owner-auth', source: '--owner-auth-file', kind: 'option' };
 const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'latin1'));
 const text = (value: Uint8Array | undefined): string | undefined => (value === undefined ? undefined : Buffer.from(value).toString('latin1'));
 
@@ -20,6 +20,19 @@ function runConfig(argv: string[], env: NodeJS.ProcessEnv = {}): RunConfig {
   if (config.command !== 'run') throw new Error('expected a run configuration');
   return config;
 }
+
+test('the endorsement password: its own option, variable and credential', (t) => {
+  t.is(runConfig([]).endorsementAuthFile, undefined);
+  t.deepEqual(runConfig(['--endorsement-auth-file', '/e']).endorsementAuthFile, { path: '/e', source: '--endorsement-auth-file', kind: 'option' });
+  t.deepEqual(runConfig([], { TPMVSC_ENDORSEMENT_AUTH_FILE: '/f' }).endorsementAuthFile, { path: '/f', source: 'TPMVSC_ENDORSEMENT_AUTH_FILE', kind: 'option' });
+  const fromCredential = runConfig([], { CREDENTIALS_DIRECTORY: '/run/credentials/tpmvscd.service' });
+  t.deepEqual(fromCredential.endorsementAuthFile, {
+    path: '/run/credentials/tpmvscd.service/tpm-endorsement-auth',
+    source: 'systemd credential tpm-endorsement-auth',
+    kind: 'credential',
+  });
+  t.is(fromCredential.ownerAuthFile?.path, '/run/credentials/tpmvscd.service/tpm-owner-auth');
+});
 
 test('the option, then TPMVSC_OWNER_AUTH_FILE, then the systemd credential', (t) => {
   t.is(runConfig([]).ownerAuthFile, undefined);
@@ -38,18 +51,18 @@ test('the option, then TPMVSC_OWNER_AUTH_FILE, then the systemd credential', (t)
 });
 
 test('content is read as tpm2-tools read a password: TEXT, str:TEXT, hex:HEX, one trailing newline dropped', (t) => {
-  t.is(text(parseOwnerAuth(bytes('ownerpass'), OPTION)), 'ownerpass');
-  t.is(text(parseOwnerAuth(bytes('ownerpass\n'), OPTION)), 'ownerpass');
-  t.is(text(parseOwnerAuth(bytes('ownerpass\n\n'), OPTION)), 'ownerpass\n', 'only one newline is dropped');
-  t.is(text(parseOwnerAuth(bytes(' pass word \n'), OPTION)), ' pass word ', 'spaces are part of it');
-  t.is(text(parseOwnerAuth(bytes('str:hex:41\n'), OPTION)), 'hex:41');
-  t.deepEqual(parseOwnerAuth(bytes('hex:00ff41\n'), OPTION), new Uint8Array([0x00, 0xff, 0x41]));
+  t.is(text(parseTpmPassword(bytes('ownerpass'), OPTION)), 'ownerpass');
+  t.is(text(parseTpmPassword(bytes('ownerpass\n'), OPTION)), 'ownerpass');
+  t.is(text(parseTpmPassword(bytes('ownerpass\n\n'), OPTION)), 'ownerpass\n', 'only one newline is dropped');
+  t.is(text(parseTpmPassword(bytes(' pass word \n'), OPTION)), ' pass word ', 'spaces are part of it');
+  t.is(text(parseTpmPassword(bytes('str:hex:41\n'), OPTION)), 'hex:41');
+  t.deepEqual(parseTpmPassword(bytes('hex:00ff41\n'), OPTION), new Uint8Array([0x00, 0xff, 0x41]));
   for (const bad of ['', '\n', 'str:', 'hex:', 'hex:abc', 'hex:zz', 'x'.repeat(65)]) {
-    const error = t.throws(() => parseOwnerAuth(bytes(bad), OPTION), { instanceOf: TpmvscError }, JSON.stringify(bad));
-    t.is(error?.code, 'OWNER_AUTH_FILE');
-    t.regex(error?.message ?? '', /^The TPM owner password file cannot be used: \/etc\/tpmvsc\/owner-auth \(--owner-auth-file\) /);
+    const error = t.throws(() => parseTpmPassword(bytes(bad), OPTION), { instanceOf: TpmvscError }, JSON.stringify(bad));
+    t.is(error?.code, 'TPM_PASSWORD_FILE');
+    t.regex(error?.message ?? '', /^A TPM password file cannot be used: \/etc\/tpmvsc\/owner-auth \(--owner-auth-file\) /);
   }
-  t.is(parseOwnerAuth(bytes('x'.repeat(64)), OPTION).length, 64);
+  t.is(parseTpmPassword(bytes('x'.repeat(64)), OPTION).length, 64);
 });
 
 test('a file others can read, another user owns, or that is missing is refused; an absent credential is no password', async (t) => {
@@ -57,18 +70,18 @@ test('a file others can read, another user owns, or that is missing is refused; 
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const uid = process.geteuid?.() ?? 0;
   const path = join(dir, 'owner-auth');
-  const option: OwnerAuthSource = { path, source: '--owner-auth-file', kind: 'option' };
-  const credential: OwnerAuthSource = { path, source: 'systemd credential tpm-owner-auth', kind: 'credential' };
+  const option: TpmPasswordSource = { path, source: '--owner-auth-file', kind: 'option' };
+  const credential: TpmPasswordSource = { path, source: 'systemd credential tpm-owner-auth', kind: 'credential' };
   const secret = 'S3cret-owner';
   await writeFile(path, `${secret}\n`, { mode: 0o600 });
   await chmod(path, 0o600);
-  t.is(text(await readOwnerAuth(option, uid)), secret);
+  t.is(text(await readTpmPassword(option, uid)), secret);
   await chmod(path, 0o400);
-  t.is(text(await readOwnerAuth(option, uid)), secret);
+  t.is(text(await readTpmPassword(option, uid)), secret);
 
-  const refused = async (source: OwnerAuthSource, pattern: RegExp, asUid = uid): Promise<void> => {
-    const error = await t.throwsAsync(readOwnerAuth(source, asUid), { instanceOf: TpmvscError });
-    t.is(error?.code, 'OWNER_AUTH_FILE');
+  const refused = async (source: TpmPasswordSource, pattern: RegExp, asUid = uid): Promise<void> => {
+    const error = await t.throwsAsync(readTpmPassword(source, asUid), { instanceOf: TpmvscError });
+    t.is(error?.code, 'TPM_PASSWORD_FILE');
     t.regex(error?.message ?? '', pattern);
     t.false(error?.message.includes(secret), 'the password is in the message');
   };
@@ -82,10 +95,10 @@ test('a file others can read, another user owns, or that is missing is refused; 
   await refused({ ...option, path: dir }, /is not a regular file/);
 
   // systemd's credential: absent means no password; its ACL mask may show in the group bits; root may own it
-  t.is(await readOwnerAuth({ ...credential, path: join(dir, 'absent') }, uid), undefined);
+  t.is(await readTpmPassword({ ...credential, path: join(dir, 'absent') }, uid), undefined);
   await chmod(path, 0o440);
-  t.is(text(await readOwnerAuth(credential, uid)), secret);
-  if (uid === 0) t.is(text(await readOwnerAuth(credential, 4242)), secret, 'a root-owned credential is accepted');
+  t.is(text(await readTpmPassword(credential, uid)), secret);
+  if (uid === 0) t.is(text(await readTpmPassword(credential, 4242)), secret, 'a root-owned credential is accepted');
   await chmod(path, 0o404);
   await refused(credential, /accessible by others \(mode 0404\)/);
 
