@@ -9,7 +9,8 @@ const EXIT_CODES = `Exit codes:
   2  invalid command line or request (the message names the fix)
   3  not permitted: run as root or as a member of the tpmvsc group
   4  the tpmvscd daemon is not running (systemctl start tpmvscd)
-  5  the TPM is missing, failing or in dictionary-attack lockout
+  5  the TPM is missing, failing, in dictionary-attack lockout, or refused a hierarchy password
+     (tpmvscd --endorsement-auth-file)
   6  the limit on the number of smart card readers has been reached
   7  no virtual smart card has that instance ID
   8  not supported yet
