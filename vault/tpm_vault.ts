@@ -210,6 +210,13 @@ export class TpmVault implements KeyVault {
   private kUser: Uint8Array | undefined;
   /** Per-key auths of 'pin' keys opened while unlocked (wiped on lock). */
   private readonly keyAuths = new Map<string, Uint8Array>();
+  /**
+   * Card parents and counter indices a RESET replaced: the files on disk still name them until
+   * the new state is saved, so they are removed in persisted(), not in resetCard() (a crash in
+   * between would leave files whose card no longer exists). Left over after a crash, they are
+   * orphans for sweepOrphans at the next start.
+   */
+  private readonly retiring: Array<{ parent: TpmEntity; counters: CounterIndex }> = [];
   private destroyed = false;
 
   private constructor(
@@ -434,7 +441,19 @@ export class TpmVault implements KeyVault {
    * once, so old objects (and backups holding them) die now rather than at the next use.
    */
   async persisted(): Promise<void> {
-    await this.run('cannot retire the previous PIN/PUK/management key', () => this.settleGenerations());
+    await this.run('cannot retire the previous PIN/PUK/management key', async () => {
+      await this.settleGenerations();
+      await this.retireReplacedCards();
+    });
+  }
+
+  /** Evicts the card parents and undefines the counter indices of the cards RESET replaced. */
+  private async retireReplacedCards(): Promise<void> {
+    for (let old = this.retiring.shift(); old; old = this.retiring.shift()) {
+      await this.objects.forgetParent(old.parent.handle);
+      await evictQuietly(this.tpm, old.parent, this.options);
+      await undefineQuietly(old.counters, this.options);
+    }
   }
 
   async verifyPin(pin: Uint8Array): Promise<CheckResult> {
@@ -780,14 +799,15 @@ export class TpmVault implements KeyVault {
       this.counters = provisioned.counters;
       this.kFree = provisioned.kFree;
       await this.objects.forgetParent(oldParent.handle);
-      await evictQuietly(this.tpm, oldParent, this.options);
-      await undefineQuietly(oldCounters, this.options);
+      // The old card dies in persisted(), once the files name the new one.
+      this.retiring.push({ parent: oldParent, counters: oldCounters });
     });
   }
 
   async destroy(): Promise<void> {
     await this.run('cannot destroy the card', async () => {
       this.lock();
+      await this.retireReplacedCards();
       await this.objects.forgetParent(this.parent.handle);
       await evictQuietly(this.tpm, this.parent, this.options);
       await undefineQuietly(this.counters, this.options);

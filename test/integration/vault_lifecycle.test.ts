@@ -67,6 +67,8 @@ test.serial('resetCard: old keys die, new PIN/PUK/management key work', async (t
   t.true(verifies(oldKey, await vault.ecdsaSign(oldKey, hash)));
   const mk = { algorithm: 'tdes' as const, key: new Uint8Array(randomBytes(24)) };
   await vault.resetCard(encode('12345678'), encode('12345678'), mk);
+  // The old card dies once the new state is saved (the card application then calls persisted()).
+  await vault.persisted();
   t.not(vault.tpmResources.parentHandle, oldParent);
   t.false((await fixture.tpm.getHandles(HANDLE_RANGE.PERSISTENT, 256)).includes(oldParent));
   await t.throwsAsync(vault.ecdsaSign(oldKey, hash), { instanceOf: VaultError });

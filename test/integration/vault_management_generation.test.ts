@@ -150,6 +150,7 @@ test('resetCard: the old files lose the old management key; the new default work
   await vault.resetCard(PIN, PUK, copy(fresh));
   await assertKey(t, vault, fresh);
   t.is(vault.state().managementKeyGeneration, 1);
+  await vault.persisted();
   const error = await t.throwsAsync(TpmVault.open(fixture.tpm, old), { instanceOf: VaultError });
   t.is(error?.reason, 'DESTROYED');
   await vault.destroy();
