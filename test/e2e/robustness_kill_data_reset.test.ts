@@ -1,0 +1,139 @@
+/**
+ * kill -9 of tpmvscd in the middle of PUT DATA (a certificate) and of PIV RESET (INS FB,
+ * after blocking PIN and PUK), through the real stack. After every restart the card must
+ * answer; PUT DATA must leave the old or the new object whole (never a truncated one);
+ * RESET must leave either the old card (PIN and PUK blocked, its own management key, its
+ * key in 9A) or a fresh default card (PIN 12345678 with 5 tries, PUK 12345678, the default
+ * 3DES management key, no keys, no certificates: applet/instructions/reset.ts), never a
+ * mix and never a card that cannot be opened.
+ */
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runProgram, startStack, type Stack } from '../helpers/stack.js';
+import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName, relaxTpmLockout, tempDir } from '../helpers/piv_tools.js';
+import { openWinscardApp, type WinscardApp } from '../helpers/winscard.js';
+import { ALG_AES128, ALG_ECCP256, berTlv, publicKeyId } from '../helpers/piv_card.js';
+import { describe, killDelays, ReconnectingCard, sendThenKill, timedSend, type KillOutcome } from '../helpers/daemon_kill.js';
+
+const READER = readerName(0);
+const AES_KEY = '00112233445566778899aabbccddeeff';
+const CERTIFICATE_9A = 0x5fc105;
+
+let stack: Stack;
+let app: WinscardApp;
+let target: ReconnectingCard;
+
+test.before(async () => {
+  stack = await startStack({ readers: 2 });
+  const created = await stack.cli(CREATE_WITH_PUK);
+  if (created.code !== 0) throw new Error(`create failed: ${created.stderr}`);
+  // Blocking PIN and PUK again and again: the TPM's dictionary-attack lockout must not get in the way.
+  await relaxTpmLockout(stack, 1000);
+  stack.pcscd.useInThisProcess();
+  app = await openWinscardApp();
+  target = await ReconnectingCard.open(app, READER);
+});
+
+test.after.always(async () => {
+  await target?.close();
+  await app?.close();
+  await stack?.stop();
+});
+
+/** Two real certificates (DER, openssl) as PIV certificate objects: 70 cert 71 01 00 FE 00. */
+async function certificateObjects(): Promise<Buffer[]> {
+  const dir = await tempDir();
+  try {
+    const objects: Buffer[] = [];
+    for (const name of ['first', 'second']) {
+      const out = join(dir.path, `${name}.der`);
+      const made = await runProgram('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir.path, `${name}.key`),
+        '-subj', `/CN=${name} certificate of a long-enough subject name`, '-days', '2', '-outform', 'DER', '-out', out]);
+      if (made.code !== 0) throw new Error(`openssl: ${made.stderr}`);
+      objects.push(Buffer.concat([berTlv(0x70, await readFile(out)), Buffer.from('710100FE00', 'hex')]));
+    }
+    return objects;
+  } finally {
+    await dir.cleanup();
+  }
+}
+
+test.serial('kill -9 during PUT DATA of a certificate: the old or the new object, whole', async (t) => {
+  const objects = await certificateObjects();
+  t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
+  const { answer, ms } = await timedSend(target.card, target.card.putDataApdu(CERTIFICATE_9A, objects[0]!));
+  t.is(answer.sw, '9000');
+  t.log(`PUT DATA of ${objects[0]!.length} bytes takes ${ms.toFixed(1)} ms`);
+  let old = 0;
+  for (const [round, delay] of killDelays(ms, 10).entries()) {
+    const next = 1 - old;
+    t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
+    const outcome = await sendThenKill(stack, target, target.card.putDataApdu(CERTIFICATE_9A, objects[next]!), delay);
+    const label = `round ${round}, kill after ${delay} ms, ${describe(outcome)}`;
+    const stored = await target.card.getData(CERTIFICATE_9A);
+    const found = objects.findIndex((object) => stored !== undefined && object.equals(stored));
+    t.true(found >= 0, `${label}: the object is neither the old nor the new one (${stored?.length ?? 'none'} bytes)`);
+    if (outcome.kind === 'answer' && outcome.answer.sw === '9000') t.is(found, next, `${label}: answered 9000 but the old object is there`);
+    if (found >= 0) old = found;
+  }
+  t.notRegex(stack.daemonLog(), /internal-error|transmit-failure/);
+});
+
+/** Makes the card an "old" one worth telling apart from a fresh one, then blocks PIN and PUK. */
+async function prepareBlockedCard(): Promise<string> {
+  const card = target.card;
+  if (!(await card.authenticate(DEFAULT_MANAGEMENT_KEY))) throw new Error('a fresh card refuses the default management key');
+  await card.must(card.setManagementKeyApdu(ALG_AES128, AES_KEY), 'SET MANAGEMENT KEY');
+  if (!(await card.authenticate(AES_KEY))) throw new Error('the new management key does not work');
+  await card.must(card.generateApdu(0x9a, ALG_ECCP256), 'GENERATE');
+  const key = await card.slotPublicKey(0x9a);
+  for (let i = 0; i < 5; i++) await card.verifyPin('99999999');
+  for (let i = 0; i < 5; i++) await card.send(`002C008010${paddedPin('87654321')}${paddedPin(DEFAULT_PIN)}`);
+  return publicKeyId(key!);
+}
+
+type CardKind = 'old' | 'fresh';
+
+/** Which card is there: the old one (blocked, AES key, its 9A key) or a fresh default one. Throws on a mix. */
+async function identify(oldKey: string, label: string): Promise<CardKind> {
+  const card = target.card;
+  const pin = await card.retries(0x80);
+  const puk = await card.retries(0x81);
+  const key = await card.slotPublicKey(0x9a);
+  const certificate = await card.getData(CERTIFICATE_9A);
+  const oldAdmin = await card.authenticate(AES_KEY);
+  const defaultAdmin = await card.authenticate(DEFAULT_MANAGEMENT_KEY);
+  const facts = JSON.stringify({ pin, puk, key: key ? publicKeyId(key) === oldKey ? 'old' : 'other' : 'none', certificate: certificate?.length, oldAdmin, defaultAdmin });
+  if (pin.remaining === 0 && puk.remaining === 0 && key && publicKeyId(key) === oldKey && oldAdmin && !defaultAdmin) return 'old';
+  if (pin.remaining === 5 && pin.isDefault && puk.remaining === puk.total && puk.isDefault && !key && !certificate && defaultAdmin && !oldAdmin) {
+    const verified = await card.verifyPin(DEFAULT_PIN);
+    if (verified !== '9000') throw new Error(`${label}: a fresh-looking card refuses PIN ${DEFAULT_PIN}: ${verified}`);
+    const unblock = await card.send(`002C008010${paddedPin(DEFAULT_PUK)}${paddedPin(DEFAULT_PIN)}`);
+    if (unblock.sw !== '9000') throw new Error(`${label}: a fresh-looking card refuses PUK ${DEFAULT_PUK}: ${unblock.sw}`);
+    return 'fresh';
+  }
+  throw new Error(`${label}: neither the old card nor a fresh one: ${facts}`);
+}
+
+test.serial('kill -9 during RESET: the old blocked card or a fresh default card, never a mix', async (t) => {
+  let oldKey = await prepareBlockedCard();
+  const { answer, ms } = await timedSend(target.card, Buffer.from('00FB000000', 'hex'));
+  t.is(answer.sw, '9000', 'RESET of a blocked card');
+  t.is(await identify('', 'unkilled'), 'fresh');
+  t.log(`RESET takes ${ms.toFixed(1)} ms`);
+  const seen: Record<CardKind, number> = { old: 0, fresh: 0 };
+  let kind: CardKind = 'fresh';
+  // RESET takes 20-40 ms here, and longer under load: spread the kills a little wider.
+  for (const [round, delay] of killDelays(Math.max(ms, 40), 10).entries()) {
+    if (kind === 'fresh') oldKey = await prepareBlockedCard();
+    const outcome: KillOutcome = await sendThenKill(stack, target, Buffer.from('00FB000000', 'hex'), delay);
+    const label = `round ${round}, kill after ${delay} ms, ${describe(outcome)}`;
+    kind = await identify(oldKey, label);
+    seen[kind]++;
+    if (outcome.kind === 'answer') t.is(kind, outcome.answer.sw === '9000' ? 'fresh' : 'old', `${label}: the answer and the card disagree`);
+    t.pass(`${label}: ${kind}`);
+  }
+  t.log(`after the kills: ${JSON.stringify(seen)}`);
+  t.notRegex(stack.daemonLog(), /internal-error|transmit-failure|card_unavailable/);
+});
