@@ -10,8 +10,8 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runProgram, startStack, type Stack } from '../helpers/stack.js';
-import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName, relaxTpmLockout, tempDir } from '../helpers/piv_tools.js';
+import { runProgram, type Stack } from '../helpers/stack.js';
+import { DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName, startCardStack, tempDir } from '../helpers/piv_tools.js';
 import { openWinscardApp, type WinscardApp } from '../helpers/winscard.js';
 import { ALG_AES128, ALG_ECCP256, berTlv, publicKeyId } from '../helpers/piv_card.js';
 import { describe, killDelays, ReconnectingCard, sendThenKill, timedSend, type KillOutcome } from '../helpers/daemon_kill.js';
@@ -25,12 +25,8 @@ let app: WinscardApp;
 let target: ReconnectingCard;
 
 test.before(async () => {
-  stack = await startStack({ readers: 2 });
-  const created = await stack.cli(CREATE_WITH_PUK);
-  if (created.code !== 0) throw new Error(`create failed: ${created.stderr}`);
   // Blocking PIN and PUK again and again: the TPM's dictionary-attack lockout must not get in the way.
-  await relaxTpmLockout(stack, 1000);
-  stack.pcscd.useInThisProcess();
+  stack = await startCardStack({ relaxLockout: 1000 });
   app = await openWinscardApp();
   target = await ReconnectingCard.open(app, READER);
 });

@@ -10,8 +10,8 @@
  */
 import test from 'ava';
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { startStack, type Stack } from '../helpers/stack.js';
-import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, readerName } from '../helpers/piv_tools.js';
+import { type Stack } from '../helpers/stack.js';
+import { DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, readerName, startCardStack } from '../helpers/piv_tools.js';
 import { openWinscardApp, type WinscardApp } from '../helpers/winscard.js';
 import { ALG_AES128, ALG_ECCP256, ALG_RSA2048, ALG_TDES, berTlv, extendedApdu, publicKeyFromTlvs, publicKeyId, readBerTlv } from '../helpers/piv_card.js';
 import { describe, killDelays, ReconnectingCard, sendThenKill, timedSend } from '../helpers/daemon_kill.js';
@@ -28,10 +28,7 @@ let app: WinscardApp;
 let target: ReconnectingCard;
 
 test.before(async () => {
-  stack = await startStack({ readers: 2 });
-  const created = await stack.cli(CREATE_WITH_PUK);
-  if (created.code !== 0) throw new Error(`create failed: ${created.stderr}`);
-  stack.pcscd.useInThisProcess();
+  stack = await startCardStack();
   app = await openWinscardApp();
   target = await ReconnectingCard.open(app, READER);
 });

@@ -17,8 +17,8 @@
 import test from 'ava';
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startStack, type Stack } from '../helpers/stack.js';
-import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName, relaxTpmLockout } from '../helpers/piv_tools.js';
+import { type Stack } from '../helpers/stack.js';
+import { DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName, startCardStack } from '../helpers/piv_tools.js';
 import { openWinscardApp, SCARD, WinscardError, type WinscardApp, type WinscardConnection } from '../helpers/winscard.js';
 import { ALG_ECCP256, connectPivCard, type PivCard } from '../helpers/piv_card.js';
 
@@ -30,11 +30,7 @@ let appA: WinscardApp;
 let appB: WinscardApp;
 
 test.before(async () => {
-  stack = await startStack({ readers: 2 });
-  const created = await stack.cli(CREATE_WITH_PUK);
-  if (created.code !== 0) throw new Error(`create failed: ${created.stderr}`);
-  await relaxTpmLockout(stack, 1000);
-  stack.pcscd.useInThisProcess();
+  stack = await startCardStack({ relaxLockout: 1000 });
   appA = await openWinscardApp();
   appB = await openWinscardApp();
 });

@@ -12,9 +12,9 @@
  */
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { type Stack } from '../helpers/stack.js';
 import { openPcsc, type PcscClient, type PcscConnection } from '../helpers/pcsc_client.js';
-import { CREATE_WITH_PUK, DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName } from '../helpers/piv_tools.js';
+import { DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName, startCardStack } from '../helpers/piv_tools.js';
 
 const SELECT_PIV = '00A4040005A000000308';
 const READER = readerName(0);
@@ -25,10 +25,7 @@ let stack: Stack;
 let pcsc: PcscClient;
 
 test.before(async () => {
-  stack = await startStack({ readers: 2 });
-  const created = await stack.cli(CREATE_WITH_PUK);
-  if (created.code !== 0) throw new Error(`create failed: ${created.stderr}`);
-  stack.pcscd.useInThisProcess();
+  stack = await startCardStack();
   pcsc = openPcsc();
 });
 

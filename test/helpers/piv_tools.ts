@@ -11,7 +11,7 @@ import { authenticateAdmin } from '../../cli/piv_admin_session.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runProgram, type CommandResult, type Stack } from './stack.js';
+import { runProgram, startStack, type CommandResult, type Stack } from './stack.js';
 import type { PcscConnection } from './pcsc_client.js';
 
 export const DEFAULT_PIN = '12345678';
@@ -52,6 +52,24 @@ export async function relaxTpmLockout(stack: Stack, maxTries = 64): Promise<void
     if (result.code !== 0) throw new Error(`tpm2_dictionarylockout failed: ${result.stderr}`);
   } finally {
     await stack.startDaemon();
+  }
+}
+
+/**
+ * Two readers with one card (created with a PUK) in slot 0, PC/SC of this process pointed at
+ * the stack's pcscd; `relaxLockout`: the TPM's DA limit for tests that block PINs on purpose.
+ */
+export async function startCardStack(options: { relaxLockout?: number } = {}): Promise<Stack> {
+  const stack = await startStack({ readers: 2 });
+  try {
+    const created = await stack.cli(CREATE_WITH_PUK);
+    if (created.code !== 0) throw new Error(`create failed: ${created.stderr}`);
+    if (options.relaxLockout !== undefined) await relaxTpmLockout(stack, options.relaxLockout);
+    stack.pcscd.useInThisProcess();
+    return stack;
+  } catch (error) {
+    await stack.stop();
+    throw error;
   }
 }
 
