@@ -5,11 +5,13 @@
  */
 import { runCli } from './run_cli.js';
 
-// A reader that goes away (`tpmvscmgr status | head -1`) is not an error of ours: stop quietly.
+// A reader that goes away (`tpmvscmgr status | head -1`): stop quietly, as a program killed by
+// SIGPIPE would (exit 141) unless the command had already finished; a create cut off this way
+// is rolled back by the daemon, and must not look like a success.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code !== 'EPIPE') throw error;
-    process.exit(process.exitCode ?? 0);
+    process.exit(process.exitCode ?? 141);
   });
 }
 

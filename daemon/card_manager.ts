@@ -10,7 +10,7 @@
  *   start, so the card is either fully there or fully gone.
  */
 import { channel } from 'node:diagnostics_channel';
-import { isAuthFail, type Tpm } from '../tpm/index.js';
+import { isAuthFail, TpmProtocolError, type Tpm } from '../tpm/index.js';
 import { TpmVault, type TpmVaultOptions } from '../vault/tpm_vault.js';
 import { sweepOrphans } from '../vault/orphan_sweep.js';
 import { VaultError } from '../vault/vault_error.js';
@@ -344,17 +344,25 @@ export class CardManager implements CardManagerApi {
   }
 }
 
-/** Maps vault/TPM failures to control errors without leaking anything secret. */
 /** Commands of the endorsement hierarchy's authorization during AIK enrolment. */
 const ENDORSEMENT_COMMANDS = new Set(['CreatePrimary', 'PolicySecret']);
 
-/** The innermost cause of an error (the TPM's own refusal, under vault and attestation wrappers). */
+/**
+ * The innermost cause of an error (the TPM's own refusal, under vault and attestation wrappers),
+ * or the first TpmProtocolError on the way: that one already says what went wrong (e.g. the
+ * owner password refused while the SRK was made again), and its TPM cause must not be read
+ * as the endorsement hierarchy's.
+ */
 function rootCause(error: unknown): unknown {
   let current = error;
-  for (let depth = 0; depth < 8 && current instanceof Error && current.cause !== undefined; depth++) current = current.cause;
+  for (let depth = 0; depth < 8 && current instanceof Error && current.cause !== undefined; depth++) {
+    if (current instanceof TpmProtocolError) return current;
+    current = current.cause;
+  }
   return current;
 }
 
+/** Maps vault/TPM failures to control errors without leaking anything secret. */
 function toControlError(error: unknown, fallback: 'CREATE_FAILED'): TpmvscError {
   if (error instanceof TpmvscError) {
     if (error.code === 'TPM_LOCKOUT' || error.code === 'TPM_FAILURE' || error.code === 'TPM_UNAVAILABLE' || error.code === 'TPM_ENDORSEMENT_AUTH') return error;

@@ -48,7 +48,7 @@ export async function readTpmPassword(source: TpmPasswordSource, uid: number = p
     const stat = await handle.stat();
     if (!stat.isFile()) throw refuse(source, 'is not a regular file');
     checkOwnership(source, stat.uid, stat.mode, uid);
-    if (stat.size > MAX_FILE_BYTES) throw refuse(source, `is larger than ${MAX_FILE_BYTES} bytes: it must hold the owner password only`);
+    if (stat.size > MAX_FILE_BYTES) throw refuse(source, `is larger than ${MAX_FILE_BYTES} bytes: it must hold the password only`);
     const buffer = Buffer.alloc(MAX_FILE_BYTES + 1);
     let length = 0;
     for (;;) {
@@ -59,7 +59,7 @@ export async function readTpmPassword(source: TpmPasswordSource, uid: number = p
     }
     if (length > MAX_FILE_BYTES) {
       buffer.fill(0);
-      throw refuse(source, `is larger than ${MAX_FILE_BYTES} bytes: it must hold the owner password only`);
+      throw refuse(source, `is larger than ${MAX_FILE_BYTES} bytes: it must hold the password only`);
     }
     try {
       return parseTpmPassword(buffer.subarray(0, length), source);
@@ -84,6 +84,14 @@ function checkOwnership(source: TpmPasswordSource, fileUid: number, mode: number
   if (tooOpen) throw refuse(source, `is accessible by ${source.kind === 'credential' ? 'others' : 'group or others'} (mode ${octal(mode)}): chmod 600 ${source.path}`);
 }
 
+function isHexDigit(byte: number): boolean {
+  return (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x46) || (byte >= 0x61 && byte <= 0x66);
+}
+
+function hexValue(byte: number): number {
+  return byte <= 0x39 ? byte - 0x30 : (byte | 0x20) - 0x61 + 10;
+}
+
 /** The text as tpm2-tools read a password argument: TEXT, str:TEXT or hex:HEX; one trailing newline dropped. */
 export function parseTpmPassword(content: Uint8Array, source: TpmPasswordSource): Uint8Array {
   let end = content.length;
@@ -92,13 +100,15 @@ export function parseTpmPassword(content: Uint8Array, source: TpmPasswordSource)
   const prefix = Buffer.from(text.subarray(0, 4)).toString('latin1');
   let password: Uint8Array;
   if (prefix === 'hex:') {
-    const hex = Buffer.from(text.subarray(4)).toString('latin1');
-    if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) throw refuse(source, 'starts with hex: but the rest is not an even number of hex digits');
-    password = new Uint8Array(Buffer.from(hex, 'hex'));
+    // Decoded byte by byte into the result: no pooled Buffer or string keeps a copy of the password.
+    const digits = text.subarray(4);
+    if (digits.length === 0 || digits.length % 2 !== 0 || !digits.every(isHexDigit)) throw refuse(source, 'starts with hex: but the rest is not an even number of hex digits');
+    password = new Uint8Array(digits.length / 2);
+    for (let i = 0; i < password.length; i++) password[i] = (hexValue(digits[2 * i]!) << 4) | hexValue(digits[2 * i + 1]!);
   } else {
     password = Uint8Array.from(prefix === 'str:' ? text.subarray(4) : text);
   }
-  if (password.length === 0) throw refuse(source, 'is empty: put the owner password in it, or remove the setting for an empty one');
+  if (password.length === 0) throw refuse(source, 'is empty: put the password in it, or remove the setting for an empty one');
   if (password.length > MAX_TPM_PASSWORD_BYTES) {
     password.fill(0);
     throw refuse(source, `holds more than ${MAX_TPM_PASSWORD_BYTES} bytes, longer than a TPM authorization value`);

@@ -64,8 +64,14 @@ async function installedReaders(): Promise<Readers> {
   try {
     const config = await readFile('/etc/reader.conf.d/tpmvsc', 'utf8');
     const ports = [...config.matchAll(/DEVICENAME\s+\/dev\/null:(\d+)/g)].map((match) => Number(match[1]));
-    const name = /FRIENDLYNAME\s+"(.*) \d+"/.exec(config)?.[1] ?? DEFAULT_FRIENDLY_NAME;
-    if (ports.length > 0) return { basePort: Math.min(...ports), count: ports.length * 2, friendlyName: name, naming: 'numbered' };
+    // register-readers writes "NAME <block>" (numbered), or NAME alone with --reader-naming plain.
+    const friendly = /FRIENDLYNAME\s+"(.*)"/.exec(config)?.[1] ?? `${DEFAULT_FRIENDLY_NAME} 0`;
+    const numbered = /^(.*) \d+$/.exec(friendly);
+    if (ports.length > 0) {
+      const count = ports.length * 2;
+      const basePort = Math.min(...ports);
+      return numbered ? { basePort, count, friendlyName: numbered[1]!, naming: 'numbered' } : { basePort, count, friendlyName: friendly, naming: 'plain' };
+    }
   } catch {
     // not installed: fall through to the stock reader
   }

@@ -142,7 +142,6 @@ export interface LoadedObject extends TpmEntity {
   publicArea: TpmPublic;
 }
 
-/** Dictionary-attack state read from TPM_PT_* properties. Times are in seconds. */
 /** TPMA_PERMANENT (GetCapability TPM_PT_PERMANENT): which hierarchy passwords are set, lockout state. */
 export interface PermanentAttributes {
   ownerAuthSet: boolean;
@@ -152,6 +151,7 @@ export interface PermanentAttributes {
   inLockout: boolean;
 }
 
+/** Dictionary-attack state read from TPM_PT_* properties. Times are in seconds. */
 export interface DictionaryAttackInfo {
   inLockout: boolean;
   lockoutCounter: number;

@@ -449,10 +449,12 @@ export class TpmVault implements KeyVault {
 
   /** Evicts the card parents and undefines the counter indices of the cards RESET replaced. */
   private async retireReplacedCards(): Promise<void> {
-    for (let old = this.retiring.shift(); old; old = this.retiring.shift()) {
+    // Off the list only once gone: a failure leaves it for the next persisted() or destroy().
+    for (let old = this.retiring[0]; old; old = this.retiring[0]) {
       await this.objects.forgetParent(old.parent.handle);
       await evictQuietly(this.tpm, old.parent, this.options);
       await undefineQuietly(old.counters, this.options);
+      this.retiring.shift();
     }
   }
 

@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import { createHash, randomBytes, verify } from 'node:crypto';
-import { HANDLE_RANGE } from '../../tpm/index.js';
+import { HANDLE_RANGE, TpmError } from '../../tpm/index.js';
 import { TpmVault } from '../../vault/tpm_vault.js';
 import { sweepOrphans } from '../../vault/orphan_sweep.js';
 import { VaultError } from '../../vault/vault_error.js';
@@ -76,5 +76,30 @@ test.serial('persisted() after resetCard removes the old card; destroy() removes
   await second.destroy();
   const left = await persistentHandles();
   for (const handle of [pending.parentHandle, pending.counterIndex, current.parentHandle, current.counterIndex]) t.false(left.includes(handle));
+  await vault.destroy();
+});
+
+test.serial('a retirement that fails after RESET is retried by the next persisted(), not forgotten', async (t) => {
+  const vault = await newCard();
+  const { parentHandle: oldParent, counterIndex: oldIndex } = vault.tpmResources;
+  await vault.resetCard(...defaults());
+  // The TPM is busy once (TPM_RC_RETRY) while the old card parent is evicted.
+  const tpm = fixture.tpm as unknown as { evictControl: (...args: unknown[]) => Promise<unknown> };
+  const evict = tpm.evictControl;
+  let failures = 1;
+  tpm.evictControl = async function (this: unknown, ...args: unknown[]) {
+    if (failures-- > 0) throw new TpmError(0x922, 'EvictControl');
+    return evict.apply(this, args);
+  };
+  try {
+    await t.throwsAsync(vault.persisted());
+  } finally {
+    tpm.evictControl = evict;
+  }
+  t.true((await persistentHandles()).includes(oldParent), 'still there after the failure');
+  await vault.persisted();
+  const left = await persistentHandles();
+  t.false(left.includes(oldParent), 'the old card parent is gone');
+  t.false(left.includes(oldIndex), 'the old counter index is gone');
   await vault.destroy();
 });
