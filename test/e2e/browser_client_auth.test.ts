@@ -11,6 +11,9 @@
  * nor Chromium has a supported way to take a PIN without one. 9E is the slot PIV defines
  * for use without a PIN (the card's policy for it is "never"); OpenSC's PIV emulation
  * exposes the 9E private key without CKU_USER login, and signing with it sends no VERIFY.
+ * (That holds for Chromium, whose TLS is BoringSSL with NSS only as the key store. Firefox
+ * and NSS's tstclnt do TLS in NSS's libssl, which refuses to go on with a client key on a
+ * login-required token that is not logged in: with them the card needs 9A and its PIN.)
  * 9A keeps its PIN check: nothing in the card is weakened for this test.
  *
  * Two settings make it dialog-free, both verified here (without either one Chromium waits
