@@ -2,17 +2,18 @@
  * TLS client authentication with the card: a test CA issues a certificate for the card's
  * 9A key; openssl s_server (own server certificate, -Verify 1 against the CA) accepts
  * an openssl s_client that signs with the card through the pkcs11 engine (PIN from a
- * pin-source file, not argv), and refuses a client without the card's key.
+ * pin-source file, not argv), and refuses a client without the card's key. NSS's own TLS
+ * (Firefox's stack), driven by tstclnt, does the same with 9A after logging in with the PIN.
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runProgram, startStack, type CommandResult, type Stack } from '../helpers/stack.js';
 import {
-  DEFAULT_PIN, createDefaultCard, freePort, issueCertificate, makeTestCa, mustSucceed, provisionSlot, type TestCa,
+  DEFAULT_PIN, OPENSC_MODULE, createDefaultCard, freePort, issueCertificate, makeTestCa, mustSucceed, provisionSlot, type TestCa,
 } from '../helpers/card_setup.js';
 
 const READER = 'TPM Virtual Smart Card 0 00 00';
@@ -50,10 +51,11 @@ test.after.always(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function startServer(): Promise<Server> {
+/** openssl s_server on a free loopback port; `extra`: more s_server options (e.g. -www: answer GET with a status page, then close). */
+async function startServer(extra: string[] = []): Promise<Server> {
   const port = await freePort();
   const child = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', join(dir, 'server.pem'), '-key', join(dir, 'server.key'),
-    '-CAfile', ca!.certificate, '-Verify', '1', '-verify_return_error', '-naccept', '1', '-tls1_2'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    '-CAfile', ca!.certificate, '-Verify', '1', '-verify_return_error', '-naccept', '1', '-tls1_2', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
   servers.push(child);
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -83,6 +85,25 @@ test.serial('s_client with the card key completes the handshake; the server sees
   t.regex(result.stdout, /Verify return code: 0 \(ok\)/, result.stdout + result.stderr);
   t.regex(serverOutput, /subject=.*CN\s*=\s*card holder/, serverOutput);
   t.notRegex(serverOutput, /error|alert/i, serverOutput);
+});
+
+test.serial("NSS's own TLS (Firefox's stack, tstclnt) authenticates with the card's 9A key after a login with the PIN", async (t) => {
+  // NSS's libssl sends a client certificate only from a token it is logged in to (the card
+  // reports "login required"), so the PIN comes from a password file (-W), never argv.
+  const db = `sql:${join(dir, 'nssdb')}`;
+  await mkdir(join(dir, 'nssdb'), { recursive: true });
+  mustSucceed(await stack!.run('certutil', ['-N', '-d', db, '--empty-password']), 'certutil -N');
+  mustSucceed(await stack!.run('certutil', ['-A', '-d', db, '-n', 'test CA', '-t', 'C,,', '-i', ca!.certificate]), 'certutil -A');
+  mustSucceed(await stack!.run('modutil', ['-add', 'opensc', '-libfile', OPENSC_MODULE, '-mechanisms', 'FRIENDLY', '-dbdir', db, '-force']), 'modutil -add');
+  const server = await startServer(['-www']);
+  const result = await stack!.run('tstclnt', ['-h', '127.0.0.1', '-p', String(server.port), '-d', db, '-V', 'tls1.2:tls1.2',
+    '-n', 'card holder:Certificate for PIV Authentication', '-W', join(dir, 'pin.txt')], { input: 'GET / HTTP/1.0\r\n\r\n', timeoutMs: 60_000 });
+  const serverOutput = await finish(server);
+  const why = `${serverOutput}\n${result.stdout}\n${result.stderr}`;
+  t.is(result.code, 0, why);
+  // s_server -www's status page lists the client certificate it verified.
+  t.regex(result.stdout, /Client certificate[\s\S]*Subject: CN\s*=\s*card holder/, why);
+  t.false(`${result.stdout}${result.stderr}`.includes(DEFAULT_PIN), 'the PIN is not echoed');
 });
 
 test.serial('a client without the card key is refused', async (t) => {
