@@ -396,7 +396,7 @@ export class Tpm {
 
   /** Why the owner hierarchy refused the SRK's CreatePrimary, from TPMA_PERMANENT.ownerAuthSet. */
   private async ownerAuthError(cause: TpmError): Promise<Error> {
-    const permanent = (await this.properties(TPM_PT.PERMANENT, 1)).get(TPM_PT.PERMANENT) ?? 0;
+    const permanent = await this.permanentBits();
     const passwordSet = (permanent & TPMA_PERMANENT.ownerAuthSet) !== 0;
     const given = trimAuth(this.ownerAuth).length > 0;
     if (passwordSet && !given) return new TpmProtocolError('OWNER_AUTH_REQUIRED', "the TPM's owner hierarchy has a password and none was given", { cause });
@@ -433,13 +433,22 @@ export class Tpm {
     return s;
   }
 
-  private async handlesIn(first: number, max = 64): Promise<number[]> {
+  /**
+   * TPM2_GetCapability (caller holds the queue): moreData and a reader at the capability data
+   * after its selector, which is checked against the one asked for.
+   */
+  private async capabilityData(capability: number, property: number, count: number): Promise<{ moreData: boolean; data: Reader }> {
     const w = new Writer(12);
-    w.u32(TPM_CAP.HANDLES).u32(first).u32(max);
+    w.u32(capability).u32(property).u32(count);
     const res = await this.execute({ cc: TPM_CC.GetCapability, name: 'GetCapability', handles: [], auths: [], params: w.view(), responseHandles: 0 });
     const r = res.params;
-    r.u8();
-    if (r.u32() !== TPM_CAP.HANDLES) throw new TpmProtocolError('BAD_RESPONSE', 'capability mismatch');
+    const moreData = r.u8() !== 0;
+    if (r.u32() !== capability) throw new TpmProtocolError('BAD_RESPONSE', 'capability mismatch');
+    return { moreData, data: r };
+  }
+
+  private async handlesIn(first: number, max = 64): Promise<number[]> {
+    const { data: r } = await this.capabilityData(TPM_CAP.HANDLES, first, max);
     const n = r.u32();
     if (n > 1024) throw new TpmProtocolError('BAD_RESPONSE', 'too many handles');
     const out: number[] = [];
@@ -454,13 +463,13 @@ export class Tpm {
     return out;
   }
 
+  /** TPMA_PERMANENT (caller holds the queue). */
+  private async permanentBits(): Promise<number> {
+    return (await this.properties(TPM_PT.PERMANENT, 1)).get(TPM_PT.PERMANENT) ?? 0;
+  }
+
   private async properties(first: number, count: number): Promise<Map<number, number>> {
-    const w = new Writer(12);
-    w.u32(TPM_CAP.TPM_PROPERTIES).u32(first).u32(count);
-    const res = await this.execute({ cc: TPM_CC.GetCapability, name: 'GetCapability', handles: [], auths: [], params: w.view(), responseHandles: 0 });
-    const r = res.params;
-    r.u8();
-    if (r.u32() !== TPM_CAP.TPM_PROPERTIES) throw new TpmProtocolError('BAD_RESPONSE', 'capability mismatch');
+    const { data: r } = await this.capabilityData(TPM_CAP.TPM_PROPERTIES, first, count);
     const n = r.u32();
     if (n > 1024) throw new TpmProtocolError('BAD_RESPONSE', 'too many properties');
     const out = new Map<number, number>();
@@ -595,13 +604,8 @@ export class Tpm {
   /** Raw GetCapability: moreData and the bytes of TPMS_CAPABILITY_DATA after its capability field. */
   async getCapability(capability: number, property: number, count: number): Promise<{ moreData: boolean; data: Uint8Array }> {
     return this.exclusive(async () => {
-      const w = new Writer(12);
-      w.u32(capability).u32(property).u32(count);
-      const res = await this.execute({ cc: TPM_CC.GetCapability, name: 'GetCapability', handles: [], auths: [], params: w.view(), responseHandles: 0 });
-      const r = res.params;
-      const moreData = r.u8() !== 0;
-      if (r.u32() !== capability) throw new TpmProtocolError('BAD_RESPONSE', 'capability mismatch');
-      return { moreData, data: r.bytes(r.remaining) };
+      const { moreData, data } = await this.capabilityData(capability, property, count);
+      return { moreData, data: data.bytes(data.remaining) };
     });
   }
 
@@ -618,7 +622,7 @@ export class Tpm {
   /** Dictionary-attack state: counter, limits, lockout and an estimate of the recovery time. */
   async dictionaryAttackInfo(): Promise<DictionaryAttackInfo> {
     return this.exclusive(async () => {
-      const perm = (await this.properties(TPM_PT.PERMANENT, 1)).get(TPM_PT.PERMANENT) ?? 0;
+      const perm = await this.permanentBits();
       const p = await this.properties(TPM_PT.LOCKOUT_COUNTER, 4);
       const lockoutCounter = p.get(TPM_PT.LOCKOUT_COUNTER) ?? 0;
       const maxAuthFail = p.get(TPM_PT.MAX_AUTH_FAIL) ?? 0;
@@ -632,7 +636,7 @@ export class Tpm {
   /** TPMA_PERMANENT: which hierarchy passwords are set (e.g. to leave the lockout hierarchy alone). */
   async permanentAttributes(): Promise<PermanentAttributes> {
     return this.exclusive(async () => {
-      const bits = (await this.properties(TPM_PT.PERMANENT, 1)).get(TPM_PT.PERMANENT) ?? 0;
+      const bits = await this.permanentBits();
       return {
         ownerAuthSet: (bits & TPMA_PERMANENT.ownerAuthSet) !== 0,
         endorsementAuthSet: (bits & TPMA_PERMANENT.endorsementAuthSet) !== 0,
