@@ -65,9 +65,15 @@ its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
                 AIK_AND_CERT: the AIK is certified by the attestation CA (tpmvscd --attestation-ca)
                 (verify key attestations with: tpmvscmgr verify-attestation --help)
 
+DEFAULT admin keys, PINs and PUKs are well known, and every local account can reach the card
+(pcscd's socket is open to all users): create warns, one line on stderr for each DEFAULT, that
+anyone can then use the card (a DEFAULT admin key without /PUK resets its PIN; with a /PUK it
+replaces its keys) and names the fix: /AdminKey RANDOM or PROMPT, /PIN PROMPT, /PUK PROMPT.
+
 PROMPT reads from the terminal without echo and asks twice. When stdin is not a terminal, each
 PROMPT reads one line from stdin, in the order admin key, PIN, PUK.
-Progress lines go to stderr; the instance ID (or, with /json, {"instance", "reader"}) to stdout.
+Progress lines and warnings go to stderr (/quiet silences both); the instance ID (or, with /json,
+{"instance", "reader", "warnings": [the warning lines]}) to stdout.
 
 Example:
   tpmvscmgr create /name "VirtualSmartCardForCorpAccess" /AdminKey RANDOM /PIN PROMPT /generate`;
