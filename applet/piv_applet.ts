@@ -11,12 +11,14 @@
  * in-memory state are always the state before or after a command.
  *
  * Diagnostics: unexpected errors (not status words) are published on the
- * node:diagnostics_channel channel 'tpmvsc:applet' as { event, instruction, error };
+ * node:diagnostics_channel channel 'tpmvsc:applet' as { event, instruction, error }, and the
+ * end of a verified PIN by its lifetime as { event: 'pin-expired', serial, idleSeconds };
  * they never carry secrets.
  */
 import { channel } from 'node:diagnostics_channel';
 import type { SmartCard } from '../common/smart_card.js';
 import { TpmvscError } from '../common/errors.js';
+import { DEFAULT_PIN_LIFETIME, type PinLifetime } from '../common/pin_lifetime.js';
 import { parseCommandApdu, responseApdu, type CommandApdu } from './apdu.js';
 import type { CardStore } from './card_store.js';
 import { CardSession } from './card_session.js';
@@ -95,6 +97,10 @@ export interface PivAppletOptions {
   /** Key attestation; without it ATTEST answers 6A81. */
   attestor?: KeyAttestor;
   atr?: Uint8Array;
+  /** Lifetime of a verified PIN for a card whose state names none (the daemon's --pin-lifetime). Default DEFAULT_PIN_LIFETIME. */
+  defaultPinLifetime?: PinLifetime;
+  /** Monotonic milliseconds, for the verified-PIN lifetime (tests inject their own). Default performance.now. */
+  clock?: () => number;
 }
 
 const diagnostics = channel('tpmvsc:applet');
@@ -112,6 +118,10 @@ export class PivApplet implements SmartCard {
   private readonly responseChain = new ResponseChain();
   /** Bumped by every power event; a command that straddles one must not leave authentication behind. */
   private epoch = 0;
+  private readonly defaultPinLifetime: PinLifetime;
+  private readonly clock: () => number;
+  /** clock() at the VERIFY or the last private-key operation the verified PIN allowed. */
+  private pinLastUsedAt = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: PivAppletOptions) {
@@ -120,6 +130,8 @@ export class PivApplet implements SmartCard {
     this.store = options.store;
     this.attestor = options.attestor;
     this.atr = options.atr ?? defaultAtr();
+    this.defaultPinLifetime = options.defaultPinLifetime ?? DEFAULT_PIN_LIFETIME;
+    this.clock = options.clock ?? (() => performance.now());
     // Once here, not per command: if opening the vault already moved its state, the first
     // change-capable command saves it (NaN never equals a revision).
     const inStep = JSON.stringify(this.committed.vault ?? null) === JSON.stringify(this.vault.state() ?? null);
@@ -129,6 +141,11 @@ export class PivApplet implements SmartCard {
   /** The state as last saved (read-only view for status reports). */
   get state(): Readonly<PivCardState> {
     return this.committed;
+  }
+
+  /** The card's own verified-PIN lifetime, or the default it follows. */
+  get pinLifetime(): PinLifetime {
+    return this.committed.pinLifetime ?? this.defaultPinLifetime;
   }
 
   powerOn(): void {
@@ -159,6 +176,36 @@ export class PivApplet implements SmartCard {
     this.vault.lock();
     this.commandChain.reset();
     this.responseChain.clear();
+  }
+
+  private forgetVerifiedPin(): void {
+    this.vault.lock();
+    this.session.pinFreshForAlways = false;
+  }
+
+  /**
+   * The verified-PIN lifetime, checked when a command arrives (the card has no timer of its
+   * own): past `idleSeconds` without a VERIFY or a PIN-allowed key operation, the PIN is no
+   * longer verified, as after a logout. Management-key (9B) authentication is not the PIN's
+   * and is left alone.
+   */
+  private expireIdlePin(): void {
+    const idleSeconds = this.pinLifetime.idleSeconds;
+    if (idleSeconds === null || !this.vault.unlocked) return;
+    if (this.clock() - this.pinLastUsedAt >= idleSeconds * 1000) {
+      this.forgetVerifiedPin();
+      // One log line per expiry (the daemon logs this channel): which card, after how long.
+      if (diagnostics.hasSubscribers) diagnostics.publish({ event: 'pin-expired', serial: this.committed.serial, idleSeconds });
+    }
+  }
+
+  /** After a command: restart the idle clock on a PIN use, or end the verification it spent (`once`). */
+  private settlePinActivity(): void {
+    const activity = this.session.pinActivity;
+    this.session.pinActivity = 'none';
+    if (activity === 'none' || !this.vault.unlocked) return;
+    if (activity === 'key-use' && this.pinLifetime.once) this.forgetVerifiedPin();
+    else this.pinLastUsedAt = this.clock();
   }
 
   private async process(bytes: Uint8Array): Promise<Uint8Array> {
@@ -212,6 +259,7 @@ export class PivApplet implements SmartCard {
   /** Runs one handler as a transaction over the card state. */
   private async execute(instruction: Instruction, apdu: CommandApdu): Promise<{ sw: StatusWord; data: Uint8Array }> {
     const epoch = this.epoch;
+    this.expireIdlePin();
     let draft: PivCardState | undefined;
     const commitActions: Array<() => Promise<void>> = [];
     const rollbackActions: Array<() => Promise<void>> = [];
@@ -245,6 +293,7 @@ export class PivApplet implements SmartCard {
       // for a rejected APDU): keep the stored copy current, best effort.
       if (!instruction.readOnly) await this.saveIfChanged(undefined);
     }
+    this.settlePinActivity();
     if (epoch !== this.epoch) {
       // A power event arrived while the command ran: nothing it authenticated survives.
       this.session.clear();

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { DEFAULT_CONTROL_SOCKET } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 import { parseLoopbackAddress } from '../common/loopback_address.js';
+import { DEFAULT_PIN_LIFETIME, parsePinLifetime, PIN_LIFETIME_MAX_SECONDS, type PinLifetime } from '../common/pin_lifetime.js';
 import type { ReaderNaming } from './reader_config.js';
 
 export const DEFAULTS = {
@@ -56,6 +57,8 @@ export interface RunConfig extends PoolConfig {
   ownerAuthFile: TpmPasswordSource | undefined;
   /** The same for the endorsement hierarchy (attestation with an EK: /attestation AIK_AND_CERT). */
   endorsementAuthFile: TpmPasswordSource | undefined;
+  /** Verified-PIN lifetime of the cards created without create /pinlifetime. */
+  pinLifetime: PinLifetime;
 }
 
 /** The systemd credentials (LoadCredential=tpm-owner-auth:PATH) read when no option names a file. */
@@ -123,6 +126,15 @@ Options (each also read from the environment variable shown; the flag wins):
                                            (tpm2_changeauth -c endorsement), which attestation
                                            with the EK needs (create /attestation AIK_AND_CERT);
                                            credential tpm-endorsement-auth
+  --pin-lifetime SPEC  TPMVSC_PIN_LIFETIME how long a card keeps its PIN verified, for the cards
+                                           created without /pinlifetime: SECONDS (1..${PIN_LIFETIME_MAX_SECONDS}) after
+                                           the VERIFY or the last private-key operation it
+                                           allowed, or unlimited (until power off, as real
+                                           cards); ",once" adds: one private-key operation per
+                                           VERIFY. Every local account can reach the cards and a
+                                           card cannot tell who sends a command: whoever comes
+                                           while the PIN is verified can use the owner's keys
+                                           (default ${DEFAULT_PIN_LIFETIME.idleSeconds}; see docs/CLIENTS.md)
 
 Pool options (daemon and register-readers):
   --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback
@@ -146,7 +158,7 @@ function usage(detail: string): TpmvscError {
 
 type FlagName =
   | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'reader-naming' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
-  | 'owner-auth-file' | 'endorsement-auth-file';
+  | 'owner-auth-file' | 'endorsement-auth-file' | 'pin-lifetime';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   tcti: 'TPMVSC_TCTI',
@@ -160,9 +172,10 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   'attestation-ca': 'TPMVSC_ATTESTATION_CA',
   'owner-auth-file': 'TPMVSC_OWNER_AUTH_FILE',
   'endorsement-auth-file': 'TPMVSC_ENDORSEMENT_AUTH_FILE',
+  'pin-lifetime': 'TPMVSC_PIN_LIFETIME',
 };
 
-const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file', 'endorsement-auth-file'];
+const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file', 'endorsement-auth-file', 'pin-lifetime'];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'reader-naming', 'conf-dir', 'driver-dir'];
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
@@ -260,6 +273,7 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     attestationCa: parseAttestationCa(setting('attestation-ca')),
     ownerAuthFile: passwordSource(setting('owner-auth-file'), env, OWNER_AUTH_CREDENTIAL),
     endorsementAuthFile: passwordSource(setting('endorsement-auth-file'), env, ENDORSEMENT_AUTH_CREDENTIAL),
+    pinLifetime: daemonPinLifetime(setting('pin-lifetime')),
   };
 }
 
@@ -281,6 +295,17 @@ function parseAttestationCa(setting: { value: string; source: string } | undefin
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usage(`${setting.source} must be an http: or https: URL`);
   return url.href;
+}
+
+/** --pin-lifetime 30 | 30,once | unlimited (create /pinlifetime's words, joined by commas). */
+function daemonPinLifetime(setting: { value: string; source: string } | undefined): PinLifetime {
+  if (setting === undefined) return DEFAULT_PIN_LIFETIME;
+  const words = setting.value.split(',').map((word) => word.trim());
+  try {
+    return parsePinLifetime(words, setting.source);
+  } catch {
+    throw usage(`${setting.source} must be SECONDS (1 to ${PIN_LIFETIME_MAX_SECONDS}) or unlimited, optionally followed by ,once (e.g. 30 or 30,once)`);
+  }
 }
 
 function parseReaderNaming(setting: { value: string; source: string } | undefined): ReaderNaming {

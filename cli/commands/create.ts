@@ -66,6 +66,7 @@ async function buildRequest(command: CreateCommand, reader: () => SecretReader, 
     pin,
     puk,
     pinPolicy,
+    pinLifetime: command.pinLifetime,
     generate: command.generate,
     attestation: command.attestation,
   };

@@ -12,6 +12,7 @@ const CREATE: CreateRequest = {
   puk: null,
   pinPolicy: DEFAULT_PIN_POLICY,
   generate: true,
+  pinLifetime: null,
   attestation: null,
 };
 
