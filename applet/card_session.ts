@@ -20,8 +20,8 @@ export class CardSession {
   pendingAdminStep: PendingAdminStep | undefined;
   /**
    * What the command being run did with the verified PIN, for the verified-PIN lifetime
-   * (piv_applet.ts reads and clears it after each command): 'verified' by VERIFY, or a
-   * private-key operation it allowed ('key-use').
+   * (piv_applet.ts reads and clears it after each command): 'verified' by VERIFY (the
+   * lifetime starts), or a private-key operation it allowed ('key-use': spends it with ONCE).
    */
   pinActivity: 'none' | 'verified' | 'key-use' = 'none';
 

@@ -12,7 +12,7 @@
  *
  * Diagnostics: unexpected errors (not status words) are published on the
  * node:diagnostics_channel channel 'tpmvsc:applet' as { event, instruction, error }, and the
- * end of a verified PIN by its lifetime as { event: 'pin-expired', serial, idleSeconds };
+ * end of a verified PIN by its lifetime as { event: 'pin-expired', serial, seconds };
  * they never carry secrets.
  */
 import { channel } from 'node:diagnostics_channel';
@@ -120,8 +120,8 @@ export class PivApplet implements SmartCard {
   private epoch = 0;
   private readonly defaultPinLifetime: PinLifetime;
   private readonly clock: () => number;
-  /** clock() at the VERIFY or the last private-key operation the verified PIN allowed. */
-  private pinLastUsedAt = 0;
+  /** clock() at the VERIFY that verified the PIN. */
+  private pinVerifiedAt = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: PivAppletOptions) {
@@ -185,27 +185,26 @@ export class PivApplet implements SmartCard {
 
   /**
    * The verified-PIN lifetime, checked when a command arrives (the card has no timer of its
-   * own): past `idleSeconds` without a VERIFY or a PIN-allowed key operation, the PIN is no
-   * longer verified, as after a logout. Management-key (9B) authentication is not the PIN's
-   * and is left alone.
+   * own): `seconds` after the VERIFY, the PIN is no longer verified, as after a logout.
+   * Management-key (9B) authentication is not the PIN's and is left alone.
    */
-  private expireIdlePin(): void {
-    const idleSeconds = this.pinLifetime.idleSeconds;
-    if (idleSeconds === null || !this.vault.unlocked) return;
-    if (this.clock() - this.pinLastUsedAt >= idleSeconds * 1000) {
+  private expirePin(): void {
+    const seconds = this.pinLifetime.seconds;
+    if (seconds === null || !this.vault.unlocked) return;
+    if (this.clock() - this.pinVerifiedAt >= seconds * 1000) {
       this.forgetVerifiedPin();
       // One log line per expiry (the daemon logs this channel): which card, after how long.
-      if (diagnostics.hasSubscribers) diagnostics.publish({ event: 'pin-expired', serial: this.committed.serial, idleSeconds });
+      if (diagnostics.hasSubscribers) diagnostics.publish({ event: 'pin-expired', serial: this.committed.serial, seconds });
     }
   }
 
-  /** After a command: restart the idle clock on a PIN use, or end the verification it spent (`once`). */
+  /** After a command: start the lifetime at a VERIFY, or end the verification a key operation spent (`once`). */
   private settlePinActivity(): void {
     const activity = this.session.pinActivity;
     this.session.pinActivity = 'none';
-    if (activity === 'none' || !this.vault.unlocked) return;
-    if (activity === 'key-use' && this.pinLifetime.once) this.forgetVerifiedPin();
-    else this.pinLastUsedAt = this.clock();
+    if (!this.vault.unlocked) return;
+    if (activity === 'verified') this.pinVerifiedAt = this.clock();
+    else if (activity === 'key-use' && this.pinLifetime.once) this.forgetVerifiedPin();
   }
 
   private async process(bytes: Uint8Array): Promise<Uint8Array> {
@@ -259,7 +258,7 @@ export class PivApplet implements SmartCard {
   /** Runs one handler as a transaction over the card state. */
   private async execute(instruction: Instruction, apdu: CommandApdu): Promise<{ sw: StatusWord; data: Uint8Array }> {
     const epoch = this.epoch;
-    this.expireIdlePin();
+    this.expirePin();
     let draft: PivCardState | undefined;
     const commitActions: Array<() => Promise<void>> = [];
     const rollbackActions: Array<() => Promise<void>> = [];

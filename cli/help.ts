@@ -68,9 +68,8 @@ its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
   /pinlifetime  how long the card keeps the PIN verified (not in Windows' tpmvscmgr). Every local
                 account can reach the card, and while the PIN is verified anyone can use the
                 owner's keys, so the card forgets it:
-                  <seconds>  1 to 86400 after the VERIFY or the last private-key operation it
-                             allowed (OpenSC's clients, e.g. ssh-agent, then re-send the PIN
-                             they cached)
+                  <seconds>  1 to 86400 after the VERIFY (OpenSC's long-lived clients, e.g.
+                             ssh-agent, then send the PIN they cached again)
                   UNLIMITED  only power off, reset or logout end it (what real cards do)
                   ONCE       (after either) each VERIFY allows ONE private-key operation: another
                              account's signature right after the owner's needs the PIN

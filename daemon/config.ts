@@ -128,13 +128,12 @@ Options (each also read from the environment variable shown; the flag wins):
                                            credential tpm-endorsement-auth
   --pin-lifetime SPEC  TPMVSC_PIN_LIFETIME how long a card keeps its PIN verified, for the cards
                                            created without /pinlifetime: SECONDS (1..${PIN_LIFETIME_MAX_SECONDS}) after
-                                           the VERIFY or the last private-key operation it
-                                           allowed, or unlimited (until power off, as real
+                                           the VERIFY, or unlimited (until power off, as real
                                            cards); ",once" adds: one private-key operation per
                                            VERIFY. Every local account can reach the cards and a
                                            card cannot tell who sends a command: whoever comes
                                            while the PIN is verified can use the owner's keys
-                                           (default ${DEFAULT_PIN_LIFETIME.idleSeconds}; see docs/CLIENTS.md)
+                                           (default ${DEFAULT_PIN_LIFETIME.seconds}; see docs/CLIENTS.md)
 
 Pool options (daemon and register-readers):
   --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback

@@ -97,7 +97,7 @@ function validateCreate(fields: Fields): CreateRequest {
   }
   const pinLifetime = fields.pinLifetime ?? null;
   if (pinLifetime !== null && !isPinLifetime(pinLifetime)) {
-    throw badRequest('"pinLifetime" must be null or {"idleSeconds": 1..86400 or null, "once": true or false}');
+    throw badRequest('"pinLifetime" must be null or {"seconds": 1..86400 or null, "once": true or false}');
   }
   return { op: 'create', name, adminKeyHex, adminKeyRandom, pin, puk, pinPolicy, pinLifetime, generate, attestation };
 }

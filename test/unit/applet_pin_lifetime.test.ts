@@ -1,7 +1,7 @@
 /**
  * The verified-PIN lifetime (common/pin_lifetime.ts) in the card application, on a clock the
- * test moves: the idle limit, what restarts it, ONCE, the daemon default versus the card's own,
- * and that power events, logout and 9B authentication behave as before.
+ * test moves: the limit counted from the VERIFY (no use extends it), ONCE, the daemon default
+ * versus the card's own, and that power events, logout and 9B authentication behave as before.
  */
 import test from 'ava';
 import { channel } from 'node:diagnostics_channel';
@@ -28,28 +28,32 @@ async function cardAt(options: { pinLifetime?: PinLifetime; defaultPinLifetime?:
 
 const sw = (response: string): string => response.slice(-4);
 
-test('idle limit: the PIN stays verified while used, and ends after that many seconds without use', async (t) => {
-  const { card, advance } = await cardAt({ pinLifetime: { idleSeconds: 30, once: false } });
+test('the PIN stays verified that many seconds after the VERIFY; no use extends it', async (t) => {
+  const { card, advance } = await cardAt({ pinLifetime: { seconds: 30, once: false } });
   t.is(await card.send(PIN_OK), '9000');
-  advance(29_999);
+  advance(10_000);
   const signature = await card.send(SIGN_9A);
   t.is(sw(signature), '9000', 'within 30 s of the VERIFY');
   t.regex(signature, /^7c..82..30/, 'an ECDSA signature (DER) came back');
-  advance(29_999);
-  t.is(sw(await card.send(SIGN_9A)), '9000', 'a signature restarts the 30 s');
-  advance(20_000);
-  // Commands that do not use the PIN do not keep it alive: status checks, data reads, 9B.
+  advance(10_000);
+  t.is(sw(await card.send(SIGN_9A)), '9000', 'as many signatures as asked within the 30 s');
   t.is(await card.send(PIN_STATUS), '9000');
   t.is(sw(await card.send('00cb3fff055c035fc10200')), '9000');
-  advance(10_000);
-  t.is(await card.send(SIGN_9A), '6982', '30 s after the last signature');
+  advance(9_999);
+  t.is(sw(await card.send(SIGN_9A)), '9000', '29.999 s after the VERIFY');
+  advance(1);
+  t.is(await card.send(SIGN_9A), '6982', '30 s after the VERIFY, signatures in between or not');
   t.is(await card.send(PIN_STATUS), '63c5', 'and VERIFY says so, tries untouched');
   t.is(await card.send(PIN_OK), '9000');
   t.is(sw(await card.send(SIGN_9A)), '9000', 'a new VERIFY starts again');
+  advance(20_000);
+  t.is(await card.send(PIN_OK), '9000', 'a VERIFY while verified starts the 30 s again');
+  advance(20_000);
+  t.is(sw(await card.send(SIGN_9A)), '9000');
 });
 
-test('the management key (9B) authentication is not the PIN\'s and outlives the idle limit', async (t) => {
-  const { card, advance } = await cardAt({ pinLifetime: { idleSeconds: 5, once: false } });
+test('the management key (9B) authentication is not the PIN\'s and outlives the lifetime', async (t) => {
+  const { card, advance } = await cardAt({ pinLifetime: { seconds: 5, once: false } });
   t.is(await card.send(PIN_OK), '9000');
   advance(60_000);
   t.is(await card.send(SIGN_9A), '6982');
@@ -58,7 +62,7 @@ test('the management key (9B) authentication is not the PIN\'s and outlives the 
 });
 
 test('ONCE: each VERIFY allows one private-key operation, whatever the slot', async (t) => {
-  const { card } = await cardAt({ pinLifetime: { idleSeconds: 30, once: true } });
+  const { card } = await cardAt({ pinLifetime: { seconds: 30, once: true } });
   t.is(await card.send(PIN_OK), '9000');
   t.is(await card.send(PIN_STATUS), '9000', 'verified until used');
   t.is(sw(await card.send(SIGN_9A)), '9000');
@@ -70,15 +74,15 @@ test('ONCE: each VERIFY allows one private-key operation, whatever the slot', as
   t.is(await card.send(SIGN_9C), '6982');
 });
 
-test('ONCE with an idle limit: an unused VERIFY ends too', async (t) => {
-  const { card, advance } = await cardAt({ pinLifetime: { idleSeconds: 10, once: true } });
+test('ONCE with seconds: an unused VERIFY ends too', async (t) => {
+  const { card, advance } = await cardAt({ pinLifetime: { seconds: 10, once: true } });
   t.is(await card.send(PIN_OK), '9000');
   advance(10_000);
   t.is(await card.send(SIGN_9A), '6982');
 });
 
 test('UNLIMITED: only power events and logout end it (what real cards do)', async (t) => {
-  const { card, advance } = await cardAt({ pinLifetime: { idleSeconds: null, once: false } });
+  const { card, advance } = await cardAt({ pinLifetime: { seconds: null, once: false } });
   t.is(await card.send(PIN_OK), '9000');
   advance(7 * 24 * 3600_000);
   t.is(sw(await card.send(SIGN_9A)), '9000');
@@ -91,37 +95,37 @@ test('UNLIMITED: only power events and logout end it (what real cards do)', asyn
 });
 
 test('a card without its own lifetime follows the daemon default; its own wins', async (t) => {
-  const fromDaemon = await cardAt({ defaultPinLifetime: { idleSeconds: 2, once: false } });
-  t.deepEqual(fromDaemon.card.applet.pinLifetime, { idleSeconds: 2, once: false });
+  const fromDaemon = await cardAt({ defaultPinLifetime: { seconds: 2, once: false } });
+  t.deepEqual(fromDaemon.card.applet.pinLifetime, { seconds: 2, once: false });
   t.is(await fromDaemon.card.send(PIN_OK), '9000');
   fromDaemon.advance(2_000);
   t.is(await fromDaemon.card.send(SIGN_9A), '6982');
 
-  const own = await cardAt({ pinLifetime: { idleSeconds: 60, once: false }, defaultPinLifetime: { idleSeconds: 2, once: false } });
+  const own = await cardAt({ pinLifetime: { seconds: 60, once: false }, defaultPinLifetime: { seconds: 2, once: false } });
   t.is(await own.card.send(PIN_OK), '9000');
   own.advance(59_000);
   t.is(sw(await own.card.send(SIGN_9A)), '9000');
   // The card's setting is in its saved state; the default is not written into it.
-  t.deepEqual((JSON.parse(own.card.store.last!) as { pinLifetime?: unknown }).pinLifetime, { idleSeconds: 60, once: false });
+  t.deepEqual((JSON.parse(own.card.store.last!) as { pinLifetime?: unknown }).pinLifetime, { seconds: 60, once: false });
   t.false('pinLifetime' in (JSON.parse(fromDaemon.card.store.last!) as object));
 });
 
 // Serial (runs before the others): the diagnostics channel is shared by every card in this process.
-test.serial('the built-in default is 30 s idle, and an expiry is reported (no secret) on tpmvsc:applet', async (t) => {
+test.serial('the built-in default is 30 s, and an expiry is reported (no secret) on tpmvsc:applet', async (t) => {
   const events: unknown[] = [];
   const listener = (message: unknown): void => void events.push(message);
   channel('tpmvsc:applet').subscribe(listener);
   t.teardown(() => channel('tpmvsc:applet').unsubscribe(listener));
   const { card, advance } = await cardAt({});
-  t.deepEqual(card.applet.pinLifetime, { idleSeconds: 30, once: false });
+  t.deepEqual(card.applet.pinLifetime, { seconds: 30, once: false });
   t.is(await card.send(PIN_OK), '9000');
   advance(30_000);
   t.is(await card.send(SIGN_9A), '6982');
-  t.deepEqual(events, [{ event: 'pin-expired', serial: 12345678, idleSeconds: 30 }]);
+  t.deepEqual(events, [{ event: 'pin-expired', serial: 12345678, seconds: 30 }]);
 });
 
 test('a failed VERIFY still ends the verified state, and a wrong PIN costs a try as before', async (t) => {
-  const { card } = await cardAt({ pinLifetime: { idleSeconds: 30, once: false } });
+  const { card } = await cardAt({ pinLifetime: { seconds: 30, once: false } });
   t.is(await card.send(PIN_OK), '9000');
   t.is(await card.send(verifyCommand('87654321')), '63c4');
   t.is(await card.send(SIGN_9A), '6982');

@@ -16,15 +16,15 @@ test('defaults', (t) => {
     attestationCa: undefined,
     ownerAuthFile: undefined,
     endorsementAuthFile: undefined,
-    pinLifetime: { idleSeconds: 30, once: false },
+    pinLifetime: { seconds: 30, once: false },
   });
 });
 
 test('--pin-lifetime: seconds, unlimited, ",once"; also from TPMVSC_PIN_LIFETIME; the help names it', (t) => {
-  t.like(parseDaemonArguments(['--pin-lifetime', '120'], {}), { pinLifetime: { idleSeconds: 120, once: false } });
-  t.like(parseDaemonArguments(['--pin-lifetime=30,once'], {}), { pinLifetime: { idleSeconds: 30, once: true } });
-  t.like(parseDaemonArguments([], { TPMVSC_PIN_LIFETIME: 'unlimited' }), { pinLifetime: { idleSeconds: null, once: false } });
-  t.like(parseDaemonArguments(['--pin-lifetime', '10'], { TPMVSC_PIN_LIFETIME: 'unlimited' }), { pinLifetime: { idleSeconds: 10 } }, 'the flag wins');
+  t.like(parseDaemonArguments(['--pin-lifetime', '120'], {}), { pinLifetime: { seconds: 120, once: false } });
+  t.like(parseDaemonArguments(['--pin-lifetime=30,once'], {}), { pinLifetime: { seconds: 30, once: true } });
+  t.like(parseDaemonArguments([], { TPMVSC_PIN_LIFETIME: 'unlimited' }), { pinLifetime: { seconds: null, once: false } });
+  t.like(parseDaemonArguments(['--pin-lifetime', '10'], { TPMVSC_PIN_LIFETIME: 'unlimited' }), { pinLifetime: { seconds: 10 } }, 'the flag wins');
   for (const bad of ['0', '86401', 'once', '30,twice', 'forever', '30,once,once']) {
     const error = t.throws(() => parseDaemonArguments(['--pin-lifetime', bad], {}), { instanceOf: TpmvscError });
     t.regex(error?.detail ?? '', /--pin-lifetime must be SECONDS \(1 to 86400\) or unlimited, optionally followed by ,once/, bad);
