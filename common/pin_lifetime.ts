@@ -29,10 +29,10 @@ export interface PinLifetime {
 export const PIN_LIFETIME_MAX_SECONDS = 86_400;
 
 /**
- * The daemon's default: 30 s. Every single-run client measured (pkcs11-tool, ssh -I,
- * yubico-piv-tool, ykman) signs within 25 ms of its VERIFY, and OpenSC's long-lived users
- * (ssh-agent, browsers) re-VERIFY from OpenSC's PIN cache when the card answers 6982; 30 s
- * leaves room for a hardware TPM and a slow network between a VERIFY and its signature.
+ * The daemon's default: 30 s. pkcs11-tool, ssh -I and ykman sign within 25 ms of their VERIFY,
+ * and OpenSC's long-lived users (ssh-agent, browsers) VERIFY again from OpenSC's PIN cache when
+ * the card answers 6982; 30 s leaves room for a hardware TPM and a slow network between a
+ * VERIFY and its signature (docs/CLIENTS.md).
  */
 export const DEFAULT_PIN_LIFETIME: PinLifetime = { seconds: 30, once: false };
 
