@@ -112,6 +112,12 @@ async function powerEvents(reader: string, from: number, to: number): Promise<st
     .map((entry) => entry.event!);
 }
 
+test.serial('status shows each card\'s lifetime and whose it is', async (t) => {
+  const status = mustSucceed(await stack.cli(['status']), 'status').stdout;
+  t.regex(status, /"Lifetime"[\s\S]*?PIN lasts: +3 s after VERIFY \(daemon default\)/);
+  t.regex(status, /"Once"[\s\S]*?PIN lasts: +3 s after VERIFY, one private-key operation per VERIFY \(card\)/);
+});
+
 test.serial('uid nobody right after the owner\'s pkcs11-tool signature: 6982 on the ONCE card; on the other only once the lifetime is over', async (t) => {
   const nobodyUid = Number((await runProgram('id', ['-u', 'nobody'])).stdout.trim());
   for (const card of [byName('once'), byName('lifetime')]) {

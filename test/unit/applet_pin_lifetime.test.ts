@@ -6,6 +6,7 @@
 import test from 'ava';
 import { channel } from 'node:diagnostics_channel';
 import type { PinLifetime } from '../../common/pin_lifetime.js';
+import { parsePivCardState } from '../../applet/piv_state.js';
 import { makeTestCard, mutualAuthenticate, verifyCommand, type TestCard } from '../helpers/applet_harness.js';
 
 const PIN_OK = verifyCommand('12345678');
@@ -129,4 +130,15 @@ test('a failed VERIFY still ends the verified state, and a wrong PIN costs a try
   t.is(await card.send(PIN_OK), '9000');
   t.is(await card.send(verifyCommand('87654321')), '63c4');
   t.is(await card.send(SIGN_9A), '6982');
+});
+
+test('card files: the lifetime is optional (older cards follow the daemon), a bad one is refused by name', async (t) => {
+  const { card } = await cardAt({ pinLifetime: { seconds: 30, once: true } });
+  const saved = JSON.parse(card.store.last!) as Record<string, unknown>;
+  t.deepEqual(parsePivCardState(saved).pinLifetime, { seconds: 30, once: true });
+  const { pinLifetime: _dropped, ...older } = saved;
+  t.is(parsePivCardState(older).pinLifetime, undefined);
+  for (const bad of [{ seconds: 0, once: false }, { seconds: 30 }, { seconds: '30', once: false }, null]) {
+    t.throws(() => parsePivCardState({ ...saved, pinLifetime: bad }), { message: /card state: bad or missing pinLifetime/ });
+  }
 });
