@@ -54,6 +54,11 @@ export interface StackOptions {
   stockReaderNames?: boolean;
   /** Extra arguments for node itself when it runs tpmvscd (e.g. --cpu-prof to profile the daemon). */
   daemonNodeArgs?: string[];
+  /**
+   * A command that execs its arguments, to run tpmvscd under (e.g. unshare ... sh -c '...; exec "$@"');
+   * it must exec, so the daemon keeps the PID the stack knows.
+   */
+  daemonPrefix?: string[];
 }
 
 export interface Stack {
@@ -142,9 +147,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   let daemonLog = '';
 
   const startDaemon = async (extraArgs: string[] = []): Promise<void> => {
+    const [program, ...prefixArgs] = [...(options.daemonPrefix ?? []), process.execPath];
     const child = spawn(
-      process.execPath,
-      [...(options.daemonNodeArgs ?? []), ...projectProgram('daemon/main'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
+      program!,
+      [...prefixArgs, ...(options.daemonNodeArgs ?? []), ...projectProgram('daemon/main'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
         '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', friendlyName, '--reader-naming', naming, ...(options.daemonArgs ?? []), ...extraArgs],
       { cwd: REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] },
     );

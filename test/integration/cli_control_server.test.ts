@@ -67,7 +67,8 @@ const badRequests: Array<{ name: string; text: string | Buffer; code: string; me
   { name: 'bad policy', text: `${JSON.stringify({ ...CREATE, pinPolicy: { ...DEFAULT_PIN_POLICY, maxLength: 200 } })}\n`, code: 'BAD_REQUEST', message: /maxlen/ },
   { name: 'bad instance', text: '{"op":"destroy","instance":"ROOT\\\\SMARTCARDREADER\\\\X"}\n', code: 'BAD_REQUEST', message: /"instance" must be/ },
   { name: 'attestation', text: `${JSON.stringify({ ...CREATE, attestation: 'AIK_MAYBE' })}\n`, code: 'BAD_REQUEST', message: /"attestation" must be null, "AIK_AND_CERT" or "AIK_ONLY"/ },
-  { name: 'oversized line', text: `{"op":"list","x":"${'a'.repeat(20_000)}`, code: 'BAD_REQUEST', message: /longer than 16384 bytes/ },
+  { name: 'oversized line', text: `{"op":"list","x":"${'a'.repeat(20_000)}`, code: 'BAD_REQUEST', message: /request line is longer than 16384 bytes/ },
+  { name: 'oversized line with its newline', text: `{"op":"list"${' '.repeat(20_000)}}\n`, code: 'BAD_REQUEST', message: /request line is longer than 16384 bytes/ },
   { name: 'unknown card', text: '{"op":"destroy","instance":"ROOT\\\\SMARTCARDREADER\\\\0004"}\n', code: 'NOT_FOUND', message: /ROOT\\SMARTCARDREADER\\0004/ },
 ];
 
@@ -93,7 +94,64 @@ test('a request that never ends its line times out with BAD_REQUEST', async (t) 
   await server.listen();
   t.teardown(() => server.close());
   const lines = await exchange(server.socketPath, '{"op":');
-  t.like(lines[0], { ok: false, error: { code: 'BAD_REQUEST', message: 'Invalid request: no request received in time' } });
+  t.like(lines[0], { ok: false, error: { code: 'BAD_REQUEST', message: 'Invalid request: no complete request line within 0.3 s of connecting' } });
+});
+
+test('the request deadline counts from connect(): trickling bytes does not extend it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards: new RecordingCardManager(), requestTimeoutMs: 500 });
+  await server.listen();
+  t.teardown(() => server.close());
+  const socket = await connect(server.socketPath);
+  let received = '';
+  socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => undefined);
+  let sent = 0;
+  for (const character of '{"op":"list"                              }') {
+    if (received !== '') break;
+    socket.write(character);
+    sent += 1;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await closed;
+  t.true(sent < 40, `cut after ${sent} bytes`);
+  t.like(JSON.parse(received.split('\n')[0]!), { ok: false, error: { code: 'BAD_REQUEST', message: 'Invalid request: no complete request line within 0.5 s of connecting' } });
+});
+
+test('connections over the per-user limit are refused with TOO_MANY_CONNECTIONS; root is not held to the total', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards: new RecordingCardManager(), maxConnections: 1, maxConnectionsPerUser: 3 });
+  await server.listen();
+  t.teardown(() => server.close());
+  // This test runs as root: three idle connections fit (the total of 1 is for other users), a fourth does not.
+  const idle = await Promise.all([1, 2, 3].map(() => connect(server.socketPath)));
+  t.teardown(() => idle.forEach((socket) => socket.destroy()));
+  const lines = await exchange(server.socketPath, '{"op":"list"}\n');
+  t.deepEqual(lines, [
+    { ok: false, error: { code: 'TOO_MANY_CONNECTIONS', message: 'tpmvscd has too many open control connections: 3 from this user (--max-control-connections-per-user); try again when they have finished' } },
+  ]);
+  idle[0]!.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.deepEqual(await exchange(server.socketPath, '{"op":"list"}\n'), [{ ok: true, result: [] }]);
+});
+
+test('a create slower than the request timeout is not cut: the timeout ends with the request line', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const cards = new RecordingCardManager();
+  const create = cards.create.bind(cards);
+  cards.create = async (request, progress, signal) => {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    return create(request, progress, signal);
+  };
+  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards, requestTimeoutMs: 200 });
+  await server.listen();
+  t.teardown(() => server.close());
+  const lines = await exchange(server.socketPath, `${JSON.stringify(CREATE)}\n`);
+  t.like(lines.at(-1), { ok: true, result: { instance: 'ROOT\\SMARTCARDREADER\\0000' } });
 });
 
 test('an unexpected error is INTERNAL with a generic message; the detail goes to the diagnostics channel', async (t) => {
