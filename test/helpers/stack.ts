@@ -59,6 +59,8 @@ export interface StackOptions {
    * it must exec, so the daemon keeps the PID the stack knows.
    */
   daemonPrefix?: string[];
+  /** pcscd's socket mode and group as a pcscd.socket drop-in sets them (test/helpers/pcscd.ts); default 0666. */
+  pcscdSocketAccess?: { mode: number; gid: number };
 }
 
 export interface Stack {
@@ -129,7 +131,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const swtpm = await startSwtpm(options.swtpmStateDir ? { stateDir: options.swtpmStateDir } : {});
   let pcscd: PcscdInstance;
   try {
-    pcscd = await startPcscd({ readers, friendlyName, naming });
+    pcscd = await startPcscd({ readers, friendlyName, naming, ...(options.pcscdSocketAccess ? { socketAccess: options.pcscdSocketAccess } : {}) });
   } catch (error) {
     await swtpm.stop();
     throw error;
