@@ -6,10 +6,10 @@ import { lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { DEFAULT_PIN_POLICY, PROGRESS, type CreateRequest, type CreateResult } from '../../common/control_protocol.js';
 import { TpmvscError } from '../../common/errors.js';
-import { CONTROL_CHANNEL, ControlServer } from '../../daemon/control_server.js';
+import { CONTROL_CHANNEL, ControlServer, type ControlServerOptions } from '../../daemon/control_server.js';
 import { makeStaleSocket, RecordingCardManager, startTestDaemon } from './cli_test_daemon.js';
 
 const CREATE: CreateRequest = {
@@ -30,6 +30,16 @@ function connect(socketPath: string): Promise<Socket> {
     socket.once('connect', () => resolve(socket));
     socket.once('error', reject);
   });
+}
+
+/** A ControlServer with these options on a socket in a fresh temp dir, closed and removed at the test's end. */
+async function serverFor(t: ExecutionContext, options: Omit<ControlServerOptions, 'socketPath'>): Promise<ControlServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), ...options });
+  await server.listen();
+  t.teardown(() => server.close());
+  return server;
 }
 
 /** Sends raw text and returns every line the server sends before it closes. */
@@ -88,21 +98,13 @@ for (const row of badRequests) {
 }
 
 test('a request that never ends its line times out with BAD_REQUEST', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards: new RecordingCardManager(), requestTimeoutMs: 300 });
-  await server.listen();
-  t.teardown(() => server.close());
+  const server = await serverFor(t, { cards: new RecordingCardManager(), requestTimeoutMs: 300 });
   const lines = await exchange(server.socketPath, '{"op":');
   t.like(lines[0], { ok: false, error: { code: 'BAD_REQUEST', message: 'Invalid request: no complete request line within 0.3 s of connecting' } });
 });
 
 test('the request deadline counts from connect(): trickling bytes does not extend it', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards: new RecordingCardManager(), requestTimeoutMs: 500 });
-  await server.listen();
-  t.teardown(() => server.close());
+  const server = await serverFor(t, { cards: new RecordingCardManager(), requestTimeoutMs: 500 });
   const socket = await connect(server.socketPath);
   let received = '';
   socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
@@ -121,11 +123,7 @@ test('the request deadline counts from connect(): trickling bytes does not exten
 });
 
 test('connections over the per-user limit are refused with TOO_MANY_CONNECTIONS; root is not held to the total', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards: new RecordingCardManager(), maxConnections: 1, maxConnectionsPerUser: 3 });
-  await server.listen();
-  t.teardown(() => server.close());
+  const server = await serverFor(t, { cards: new RecordingCardManager(), maxConnections: 1, maxConnectionsPerUser: 3 });
   // This test runs as root: three idle connections fit (the total of 1 is for other users), a fourth does not.
   const idle = await Promise.all([1, 2, 3].map(() => connect(server.socketPath)));
   t.teardown(() => idle.forEach((socket) => socket.destroy()));
@@ -139,17 +137,13 @@ test('connections over the per-user limit are refused with TOO_MANY_CONNECTIONS;
 });
 
 test('a create slower than the request timeout is not cut: the timeout ends with the request line', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
   const cards = new RecordingCardManager();
   const create = cards.create.bind(cards);
   cards.create = async (request, progress, signal) => {
     await new Promise((resolve) => setTimeout(resolve, 1000));
     return create(request, progress, signal);
   };
-  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards, requestTimeoutMs: 200 });
-  await server.listen();
-  t.teardown(() => server.close());
+  const server = await serverFor(t, { cards, requestTimeoutMs: 200 });
   const lines = await exchange(server.socketPath, `${JSON.stringify(CREATE)}\n`);
   t.like(lines.at(-1), { ok: true, result: { instance: 'ROOT\\SMARTCARDREADER\\0000' } });
 });
@@ -188,8 +182,6 @@ test('a client that disconnects during create aborts the signal (roll-back)', as
 });
 
 test('create and destroy are serialised; list is answered meanwhile', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
   const log: string[] = [];
   let inFlight = 0;
   let maxInFlight = 0;
@@ -204,9 +196,7 @@ test('create and destroy are serialised; list is answered meanwhile', async (t) 
     return { instance: 'ROOT\\SMARTCARDREADER\\0000', reader: 'r' };
   };
   cards.create = (request) => slowCreate(request);
-  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards });
-  await server.listen();
-  t.teardown(() => server.close());
+  const server = await serverFor(t, { cards });
   const creates = ['A', 'B', 'C'].map((name) => exchange(server.socketPath, `${JSON.stringify({ ...CREATE, name })}\n`));
   await new Promise((resolve) => setTimeout(resolve, 50));
   const list = await exchange(server.socketPath, '{"op":"list"}\n');
