@@ -130,7 +130,7 @@ Options (each also read from the environment variable shown; the flag wins):
 Control socket limits (so no caller can tie up the daemon with idle connections):
   --max-control-connections N TPMVSC_MAX_CONTROL_CONNECTIONS
                                            open connections of all users but root together
-                                           (default ${DEFAULT_CONTROL_LIMITS.maxConnections}); one more is refused with exit code 1
+                                           (default ${DEFAULT_CONTROL_LIMITS.maxConnections}); one more is refused (tpmvscmgr: exit 1)
   --max-control-connections-per-user N TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER
                                            open connections of one user, root included
                                            (default ${DEFAULT_CONTROL_LIMITS.maxConnectionsPerUser}); tpmvscmgr uses one per command
