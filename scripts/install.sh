@@ -3,6 +3,8 @@
 #   npm run build && sudo scripts/install.sh            # install, register readers, start
 #   sudo scripts/install.sh --no-start                 # install only
 #   DESTDIR=/tmp/pkgroot scripts/install.sh --no-start # stage into a directory (packaging)
+#   sudo scripts/install.sh --restrict-pcscd[=GROUP]   # also: only root and GROUP (default scard)
+#                                                      # may use pcscd, i.e. any smart card (docs/INSTALL.md)
 # Layout:
 #   /usr/lib/tpmvsc/{dist,node_modules,package.json}   the built JavaScript and its runtime deps
 #   /usr/bin/tpmvscd, /usr/bin/tpmvscmgr, /usr/bin/tpmvsc-ca  wrappers: exec node /usr/lib/tpmvsc/dist/...
@@ -12,16 +14,24 @@
 #   /etc/systemd/system/pcscd.service.d/tpmvsc.conf    pcscd: loopback-only IP traffic
 #   /etc/reader.conf.d/ + /usr/lib/tpmvsc/drivers/     pcscd readers (tpmvscd register-readers)
 #   /usr/share/doc/tpmvsc/INSTALL.md
+#   with --restrict-pcscd: /etc/systemd/system/pcscd.socket.d/tpmvsc-restrict.conf (socket 0660
+#   root:GROUP) and /usr/lib/sysusers.d/tpmvsc-pcscd.conf (the group)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 start=1
+pcscd_group=""
 for argument in "$@"; do
   case "$argument" in
     --no-start) start=0 ;;
-    *) echo "install.sh: unknown option $argument (use --no-start)" >&2; exit 2 ;;
+    --restrict-pcscd) pcscd_group=scard ;;
+    --restrict-pcscd=*) pcscd_group="${argument#*=}" ;;
+    *) echo "install.sh: unknown option $argument (use --no-start or --restrict-pcscd[=GROUP])" >&2; exit 2 ;;
   esac
 done
+if [[ -n "$pcscd_group" && ! "$pcscd_group" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+  echo "install.sh: --restrict-pcscd=GROUP needs a group name of lower-case letters, digits, _ and - (e.g. scard)" >&2; exit 2
+fi
 
 DESTDIR="${DESTDIR:-}"
 LIB="$DESTDIR/usr/lib/tpmvsc"
@@ -56,6 +66,27 @@ install -m 0644 systemd/sysusers.d/tpmvsc.conf "$DESTDIR/usr/lib/sysusers.d/tpmv
 install -m 0644 systemd/tmpfiles.d/tpmvsc.conf "$DESTDIR/usr/lib/tmpfiles.d/tpmvsc.conf"
 install -m 0644 systemd/pcscd.service.d/tpmvsc.conf "$DESTDIR/etc/systemd/system/pcscd.service.d/tpmvsc.conf"
 install -m 0644 docs/INSTALL.md "$DESTDIR/usr/share/doc/tpmvsc/INSTALL.md"
+
+# --restrict-pcscd[=GROUP]: pcscd's socket 0660 root:GROUP, so only root and GROUP reach any card,
+# real or virtual (the trade-off: docs/INSTALL.md, "Who can reach a card"). Without the option an
+# earlier restriction is left as it is.
+if [[ -n "$pcscd_group" ]]; then
+  install -d -m 0755 "$DESTDIR/etc/systemd/system/pcscd.socket.d"
+  sed "s/^SocketGroup=scard\$/SocketGroup=$pcscd_group/" systemd/pcscd.socket.d/tpmvsc-restrict.conf \
+    >"$DESTDIR/etc/systemd/system/pcscd.socket.d/tpmvsc-restrict.conf"
+  sed "s/^g      scard -\$/g      $pcscd_group -/" systemd/sysusers.d/tpmvsc-pcscd.conf >"$DESTDIR/usr/lib/sysusers.d/tpmvsc-pcscd.conf"
+  chmod 0644 "$DESTDIR/etc/systemd/system/pcscd.socket.d/tpmvsc-restrict.conf" "$DESTDIR/usr/lib/sysusers.d/tpmvsc-pcscd.conf"
+  if [[ -z "$DESTDIR" ]]; then
+    systemd-sysusers /usr/lib/sysusers.d/tpmvsc-pcscd.conf
+    if [[ $start -eq 1 ]] && [[ -d /run/systemd/system ]]; then
+      # systemd makes the socket: make it again with the new mode (pcscd starts on its next client).
+      systemctl daemon-reload
+      systemctl stop pcscd.service pcscd.socket
+      systemctl start pcscd.socket
+    fi
+    echo "install.sh: only root and group $pcscd_group may use pcscd; add card users with: usermod -aG $pcscd_group <user>"
+  fi
+fi
 
 if [[ -n "$DESTDIR" ]]; then
   echo "install.sh: staged into $DESTDIR"
