@@ -42,7 +42,7 @@ const CREATE = `tpmvscmgr create [/quiet] /name <name> /AdminKey {DEFAULT | PROM
 Creates a TPM virtual smart card (a PIV card in a vpcd reader, keys sealed in the TPM) and prints
 its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
 
-  /quiet        no progress lines on stderr
+  /quiet        no progress or warning lines on stderr (--json still lists the warnings)
   /name         required: the card's friendly name, 1 to 64 printable ASCII characters
   /AdminKey     required: the 24-byte 3DES administrator key
                   DEFAULT  010203040506070801020304050607080102030405060708
