@@ -90,11 +90,12 @@ export async function runCreate(command: CreateCommand, io: CliIo): Promise<Crea
   } finally {
     secretReader?.close();
   }
+  const result = await callDaemon(request, { socketPath, signal: io.signal, onProgress: say });
+  // About the card that now exists, so only once it does (a refused create stays one line).
   // Warnings share /quiet with the progress lines; --json always carries them.
   const secretWarnings = wellKnownSecretWarnings(command);
   for (const line of secretWarnings) say(line);
   const warnings = [...earlyWarnings, ...secretWarnings];
-  const result = await callDaemon(request, { socketPath, signal: io.signal, onProgress: say });
   if (command.json) writeLine(io.stdout, JSON.stringify({ ...result, warnings }));
   else writeLine(io.stdout, result.instance);
   return result;
