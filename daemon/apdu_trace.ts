@@ -1,7 +1,8 @@
 /**
  * Opt-in APDU recorder, a debugging aid: with TPMVSC_APDU_TRACE=<file> in the daemon's
  * environment every command and response of every hosted card is appended to <file> as
- * one JSON line `{"reader": ..., "command": hex, "response": hex, "at": ms, "took": ms}`, and every
+ * one JSON line `{"reader": ..., "command": hex, "response": hex, "at": ms, "took": ms}` (plus
+ * `"note": "RESET refused: ..."` when the card reported why it refused the command), and every
  * power event as `{"reader": ..., "event": "power-on" | "power-off" | "reset", "at": ms}` (a reset
  * drops the PIN and 9B authentication, so a replay must see it too). `at` is when the command
  * arrived (Unix time in ms, with µs: performance.timeOrigin + performance.now()), `took` the time the card spent on it: gaps
@@ -85,8 +86,12 @@ const milliseconds = (value: number): number => Math.round(value * 1000) / 1000;
 const unixMs = (now: number): number => milliseconds(performance.timeOrigin + now);
 
 export interface ApduTrace {
-  /** Appends one exchange; resolves once it is written (or the write failed). */
-  record(readerName: string, command: Uint8Array, response: Uint8Array, timing: ExchangeTiming): Promise<void>;
+  /**
+   * Appends one exchange; resolves once it is written (or the write failed). `note`: why the
+   * card refused it, when the card reported an audited refusal (e.g. RESET without the
+   * management key), written as the line's "note".
+   */
+  record(readerName: string, command: Uint8Array, response: Uint8Array, timing: ExchangeTiming, note?: string): Promise<void>;
   /** Appends a power event (written in order with the exchanges, never awaited by the card). */
   event(readerName: string, event: CardPowerEvent): void;
 }
@@ -123,10 +128,10 @@ export function apduTraceFromEnvironment(environment: NodeJS.ProcessEnv = proces
     return maskResponse(response, continues ? 0 : 1);
   };
   return {
-    record: (readerName, command, response, timing) =>
+    record: (readerName, command, response, timing, note) =>
       append({
         reader: readerName, command: redactCommand(command), response: redactResponse(readerName, command, response),
-        at: unixMs(timing.at), took: milliseconds(timing.took),
+        at: unixMs(timing.at), took: milliseconds(timing.took), ...(note === undefined ? {} : { note }),
       }),
     event: (readerName, event) => void append({ reader: readerName, event, at: unixMs(performance.now()) }),
   };
