@@ -42,6 +42,7 @@ import { verify } from './instructions/verify.js';
 import type { KeyAttestor } from './key_attestor.js';
 import type { KeyVault } from './key_vault.js';
 import { cloneState, type PivCardState } from './piv_state.js';
+import { sealClearObjects } from './sealed_objects.js';
 import { CardError, SW, type StatusWord } from './status_words.js';
 
 /** The dispatch table: one handler per INS. */
@@ -164,6 +165,23 @@ export class PivApplet implements SmartCard {
       this.report('transmit-failure', undefined, error);
       return responseApdu(SW.NO_PRECISE_DIAGNOSIS);
     });
+  }
+
+  /**
+   * Seals the PIN-protected data objects that a card file written before sealing existed holds
+   * in clear (sealed_objects.ts), and saves. Call once, right after construction: it waits for
+   * commands already queued. Returns how many it sealed; a failed save leaves the file as it was
+   * (the objects stay readable, and the next call seals them).
+   */
+  sealClearObjects(): Promise<number> {
+    const run = this.queue.then(async () => {
+      const draft = cloneState(this.committed);
+      const sealed = await sealClearObjects(draft, this.vault);
+      if (sealed > 0 && (await this.saveIfChanged(draft)) === 'failed') throw new Error('cannot save the card with its objects sealed');
+      return sealed;
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
   private loseAuthentication(): void {

@@ -11,22 +11,17 @@
 import { createECDH, randomBytes } from 'node:crypto';
 import {
   TPM_ALG,
-  TPM_CC,
-  TPM_RH,
   RC,
   TpmError,
-  ecdsaSignatureToDer,
   isAuthFail,
   isLockout,
   objectName,
   parsePublic2b,
-  permanent,
   type KeyBlob,
   type LoadedObject,
   type Tpm,
   type TpmEntity,
   type TpmPublic,
-  type Signature,
 } from '../tpm/index.js';
 import type {
   CheckResult,
@@ -41,7 +36,9 @@ import type {
 import { DEFAULT_PIN, DEFAULT_PUK } from '../common/pin_rules.js';
 import { normaliseHash, ecdsaSignatureDer } from './ecdsa_encoding.js';
 import { aikTemplate, CERTIFY_POLICY_DIGEST, type AttestationKeyPublic, type EndorsementKeySource, type KeyCertification } from './attestation_key.js';
+import { activateWithLoadedAik, certifyWithLoadedAik, signWithLoadedAik } from './attestation_operations.js';
 import { boxEphemeralPoint, KEY_AUTH_BYTES, openKeyAuth, sealKeyAuth } from './key_auth_box.js';
+import { objectBoxEphemeralPoint, openObjectBox, sealObjectBox } from './object_box.js';
 import { CURVES, RSA_MODULUS_BYTES, keyTemplate } from './key_templates.js';
 import {
   createCardParent,
@@ -531,6 +528,27 @@ export class TpmVault implements KeyVault {
     });
   }
 
+  // --- PIN-protected data objects (object_box.ts) ------------------------------------------
+
+  async sealObject(objectTag: number, value: Uint8Array): Promise<string> {
+    if (!(value instanceof Uint8Array)) throw new VaultError('BAD_INPUT', 'a data object is bytes');
+    if (this.destroyed) throw new VaultError('DESTROYED', 'the card was destroyed');
+    // The wrap key's public point is enough: no TPM command, no PIN.
+    return Buffer.from(sealObjectBox(fromB64(this.vaultState.wrapKey.point), objectTag, value)).toString('base64');
+  }
+
+  async openObject(objectTag: number, sealed: string): Promise<Uint8Array> {
+    return this.run('cannot open the PIN-protected data object', async () => {
+      const box = fromB64(sealed);
+      const z = await this.wrapKeyAgreement(objectBoxEphemeralPoint(box));
+      try {
+        return openObjectBox(box, objectTag, z);
+      } finally {
+        z.fill(0);
+      }
+    });
+  }
+
   // --- management key --------------------------------------------------------------------
 
   async managementKey(): Promise<ManagementKey> {
@@ -630,11 +648,7 @@ export class TpmVault implements KeyVault {
       throw new VaultError('BAD_INPUT', 'data to sign with the attestation key must be 1 to 1024 bytes');
     }
     return this.run('attestation key signature failed', () =>
-      this.withAttestationKey(async (aik) => {
-        const { digest, validation } = await this.tpm.hash(data, TPM_ALG.SHA256, TPM_RH.OWNER);
-        const signature = await this.tpm.sign(aik, digest, { scheme: TPM_ALG.ECDSA, hash: TPM_ALG.SHA256 }, { validation, session: 'salted' });
-        return ecdsaSignatureToDer(signature);
-      }),
+      this.withAttestationKey((aik) => signWithLoadedAik(this.tpm, aik, data)),
     );
   }
 
@@ -653,22 +667,7 @@ export class TpmVault implements KeyVault {
       // swtpm has 3 object slots: SRK + AIK + key, so the key is loaded first, saved, and
       // brought back with ContextLoad (which, unlike Load, needs no slot for the parent).
       const context = await this.objects.with(this.parent, wrapped, undefined, (object) => this.tpm.contextSave(object.handle));
-      return this.withAttestationKey(async (aik) => {
-        const handle = await this.objects.withRoom(() => this.tpm.contextLoad(context));
-        const session = await this.tpm.startPolicySession();
-        try {
-          await this.tpm.policyCommandCode(session, TPM_CC.Certify);
-          const object = { handle, name: objectName(keyPublic) };
-          const { attest, signature } = await this.tpm.certify(object, aik, qualifyingData, { scheme: TPM_ALG.ECDSA, hash: TPM_ALG.SHA256 }, {
-            objectAuth: { session },
-            signAuth: { session: 'salted' },
-          });
-          return { keyPublic, attest: attest.raw, signature: signatureOf(signature) };
-        } finally {
-          await this.tpm.flushContext(session.handle).catch(() => undefined);
-          await this.tpm.flushContext(handle).catch(() => undefined);
-        }
-      });
+      return this.withAttestationKey((aik) => certifyWithLoadedAik(this.tpm, this.objects, aik, context, keyPublic, qualifyingData));
     });
   }
 
@@ -680,30 +679,7 @@ export class TpmVault implements KeyVault {
    */
   async activateCredential(endorsement: EndorsementKeySource, credentialBlob: Uint8Array, secret: Uint8Array): Promise<Uint8Array> {
     return this.run('credential activation failed', () =>
-      this.withAttestationKey(async (aik) => {
-        let ek: TpmEntity;
-        let transient: number | undefined;
-        if ('handle' in endorsement) {
-          ek = { handle: endorsement.handle, name: (await this.tpm.readPublic(endorsement.handle)).name };
-        } else {
-          const primary = await this.objects.withRoom(() =>
-            this.tpm.createPrimary(TPM_RH.ENDORSEMENT, endorsement.template, undefined, { auth: endorsement.endorsementAuth ?? new Uint8Array(0) }),
-          );
-          ek = primary;
-          transient = primary.handle;
-        }
-        const session = await this.tpm.startPolicySession({ hashAlg: endorsement.policy?.hashAlg ?? TPM_ALG.SHA256 });
-        try {
-          await this.tpm.policySecret(session, permanent(TPM_RH.ENDORSEMENT), { auth: endorsement.endorsementAuth ?? new Uint8Array(0) });
-          // High-range EKs: PolicyOR(PolicyA, PolicyC) over the PolicySecret branch.
-          const branches = endorsement.policy?.orBranches;
-          if (branches) await this.tpm.policyOR(session, branches);
-          return await this.tpm.activateCredential(aik, ek, credentialBlob, secret, { activateAuth: { session: 'salted' }, keyAuth: { session } });
-        } finally {
-          await this.tpm.flushContext(session.handle).catch(() => undefined);
-          if (transient !== undefined) await this.tpm.flushContext(transient).catch(() => undefined);
-        }
-      }),
+      this.withAttestationKey((aik) => activateWithLoadedAik(this.tpm, this.objects, aik, endorsement, credentialBlob, secret)),
     );
   }
 
@@ -946,18 +922,27 @@ export class TpmVault implements KeyVault {
 
   /** Asks the TPM for w * E with K_user (the user wrap key's auth) and opens the key's auth box. */
   private async openKeyAuth(box: Uint8Array): Promise<Uint8Array> {
-    const point = boxEphemeralPoint(box);
-    const kUser = this.kUser!;
-    const wrapBlob = decodeWrapped(this.vaultState.wrapKey.blob);
-    const shared = await this.objects.with(this.parent, wrapBlob, `wrap:${this.vaultState.wrapKey.blob}`, (object) =>
-      this.tpm.ecdhZGen(object, point, { auth: kUser, session: 'salted' }),
-    );
-    const z = leftPad(shared.x, 32);
+    const z = await this.wrapKeyAgreement(boxEphemeralPoint(box));
     try {
       return openKeyAuth(box, z);
     } finally {
       z.fill(0);
     }
+  }
+
+  /**
+   * Z = X coordinate of w * E from the TPM (ECDH_ZGen with the user wrap key, whose auth is
+   * K_user): what opens the boxes sealed to the wrap key while locked. Needs the vault unlocked.
+   * The caller wipes Z. Call inside run().
+   */
+  private async wrapKeyAgreement(point: { x: Uint8Array; y: Uint8Array }): Promise<Uint8Array> {
+    const kUser = this.kUser;
+    if (!kUser) throw new VaultError('PIN_REQUIRED', 'verify the PIN first');
+    const wrapBlob = decodeWrapped(this.vaultState.wrapKey.blob);
+    const shared = await this.objects.with(this.parent, wrapBlob, `wrap:${this.vaultState.wrapKey.blob}`, (object) =>
+      this.tpm.ecdhZGen(object, point, { auth: kUser, session: 'salted' }),
+    );
+    return leftPad(shared.x, 32);
   }
 }
 
@@ -967,11 +952,6 @@ function pinStatusOf(c: RetryCounters): RetryStatus {
 
 function pukStatusOf(c: RetryCounters): RetryStatus | undefined {
   return c.hasPuk ? { total: c.pukTotal, remaining: c.pukRemaining, isDefault: c.pukIsDefault } : undefined;
-}
-
-function signatureOf(signature: Signature): Uint8Array {
-  if (signature.sigAlg !== TPM_ALG.ECDSA) throw new VaultError('TPM', 'the attestation key made a signature of another kind');
-  return ecdsaSignatureToDer(signature);
 }
 
 function checkAlgorithm(algorithm: unknown): asserts algorithm is KeyAlgorithm {

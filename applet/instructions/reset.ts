@@ -10,7 +10,8 @@
  * nothing of the codes' state and the counters are not even read.
  *
  * Afterwards: PIN 12345678, PUK 12345678 (if the card has one), management key
- * 3DES 0102030405060708 x3, every key gone, every object gone. The card keeps its
+ * 3DES 0102030405060708 x3, every key gone, every object gone (the sealed ones too:
+ * the vault's new wrap key could not open them anyway). The card keeps its
  * identity (serial, name, PIN policy, and for a /generate card the discovery
  * object, CHUID with the same GUID, CCC and an empty key history, as when new):
  * the Windows card it imitates is the same card after an unblock, and middleware
@@ -51,6 +52,7 @@ export const reset: Instruction = {
     const draft = context.edit();
     draft.keys = {};
     draft.objects = factoryObjects(draft);
+    draft.sealedObjects = {};
     draft.managementKeyAlgorithm = 'tdes';
   },
 };
