@@ -8,7 +8,7 @@
  * 3DES management key, no keys, no certificates: applet/instructions/reset.ts), never a
  * mix and never a card that cannot be opened.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -65,52 +65,44 @@ async function certificateObjects(): Promise<Buffer[]> {
   }
 }
 
-test.serial('kill -9 during PUT DATA of a certificate: the old or the new object, whole', async (t) => {
-  const objects = await certificateObjects();
+/**
+ * PUT DATA of `values[0]`, then rounds of PUT DATA of the other value killed after a spread of
+ * delays: after each restart the object (read after VERIFY when `pin`) must be one of the two
+ * values, whole, and the new one whenever the card answered 9000.
+ */
+async function killDuringPutData(t: ExecutionContext, tag: number, values: Buffer[], pin?: string): Promise<void> {
   t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
-  const { answer, ms } = await timedSend(target.card, target.card.putDataApdu(CERTIFICATE_9A, objects[0]!));
+  const { answer, ms } = await timedSend(target.card, target.card.putDataApdu(tag, values[0]!));
   t.is(answer.sw, '9000');
-  t.log(`PUT DATA of ${objects[0]!.length} bytes takes ${ms.toFixed(1)} ms`);
+  t.log(`PUT DATA of ${values[0]!.length} bytes into ${tag.toString(16)} takes ${ms.toFixed(1)} ms`);
   let old = 0;
   for (const [round, delay] of killDelays(ms, 10).entries()) {
     const next = 1 - old;
     t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
-    const outcome = await sendThenKill(stack, target, target.card.putDataApdu(CERTIFICATE_9A, objects[next]!), delay);
+    const outcome = await sendThenKill(stack, target, target.card.putDataApdu(tag, values[next]!), delay);
     const label = `round ${round}, kill after ${delay} ms, ${describe(outcome)}`;
-    const stored = await target.card.getData(CERTIFICATE_9A);
-    const found = objects.findIndex((object) => stored !== undefined && object.equals(stored));
-    t.true(found >= 0, `${label}: the object is neither the old nor the new one (${stored?.length ?? 'none'} bytes)`);
-    if (outcome.kind === 'answer' && outcome.answer.sw === '9000') t.is(found, next, `${label}: answered 9000 but the old object is there`);
-    if (found >= 0) old = found;
-  }
-  t.notRegex(stack.daemonLog(), /internal-error|transmit-failure/);
-});
-
-test.serial('kill -9 during PUT DATA of a PIN-protected object (5FC109, sealed): the old or the new value, never a mix, never in clear', async (t) => {
-  // ykman's form of a PIN-protected management key: 88 1A 89 18 <24-byte key>.
-  const values = [0, 1].map(() => Buffer.concat([Buffer.from('881a8918', 'hex'), randomBytes(24)]));
-  t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
-  const { answer, ms } = await timedSend(target.card, target.card.putDataApdu(PRINTED_INFORMATION, values[0]!));
-  t.is(answer.sw, '9000');
-  t.log(`PUT DATA of a sealed object takes ${ms.toFixed(1)} ms`);
-  let old = 0;
-  for (const [round, delay] of killDelays(ms, 10).entries()) {
-    const next = 1 - old;
-    t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
-    const outcome = await sendThenKill(stack, target, target.card.putDataApdu(PRINTED_INFORMATION, values[next]!), delay);
-    const label = `round ${round}, kill after ${delay} ms, ${describe(outcome)}`;
-    t.is(await target.card.verifyPin(DEFAULT_PIN), '9000', `${label}: VERIFY`);
-    const stored = await target.card.getData(PRINTED_INFORMATION);
+    if (pin !== undefined) t.is(await target.card.verifyPin(pin), '9000', `${label}: VERIFY`);
+    const stored = await target.card.getData(tag);
     const found = values.findIndex((value) => stored !== undefined && value.equals(stored));
     t.true(found >= 0, `${label}: the object is neither the old nor the new one (${stored?.length ?? 'none'} bytes)`);
     if (outcome.kind === 'answer' && outcome.answer.sw === '9000') t.is(found, next, `${label}: answered 9000 but the old object is there`);
     if (found >= 0) old = found;
   }
+  t.notRegex(stack.daemonLog(), /internal-error|transmit-failure/);
+}
+
+test.serial('kill -9 during PUT DATA of a certificate: the old or the new object, whole', async (t) => {
+  await killDuringPutData(t, CERTIFICATE_9A, await certificateObjects());
+});
+
+test.serial('kill -9 during PUT DATA of a PIN-protected object (5FC109, sealed): the old or the new value, never a mix, never in clear', async (t) => {
+  // ykman's form of a PIN-protected management key: 88 1A 89 18 <24-byte key>.
+  const values = [0, 1].map(() => Buffer.concat([Buffer.from('881a8918', 'hex'), randomBytes(24)]));
+  await killDuringPutData(t, PRINTED_INFORMATION, values, DEFAULT_PIN);
   const files = await stateFilesText(stack);
   for (const value of values) {
     for (const form of [value.subarray(4).toString('hex'), value.subarray(4).toString('base64'), value.toString('base64')]) t.false(files.includes(form), 'never in clear in the state files');
   }
-  t.notRegex(stack.daemonLog(), /internal-error|transmit-failure/);
 });
 
 /** Makes the card an "old" one worth telling apart from a fresh one, then blocks PIN and PUK. */
