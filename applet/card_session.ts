@@ -18,6 +18,12 @@ export class CardSession {
   /** VERIFY succeeded since the last use of a PIN-always key (9C): each such use consumes it. */
   pinFreshForAlways = false;
   pendingAdminStep: PendingAdminStep | undefined;
+  /**
+   * What the command being run did with the verified PIN, for the verified-PIN lifetime
+   * (piv_applet.ts reads and clears it after each command): 'verified' by VERIFY (the
+   * lifetime starts), or a private-key operation it allowed ('key-use': spends it with ONCE).
+   */
+  pinActivity: 'none' | 'verified' | 'key-use' = 'none';
 
   forgetPendingStep(): void {
     this.pendingAdminStep?.value.fill(0);
@@ -28,6 +34,7 @@ export class CardSession {
   clear(): void {
     this.adminAuthenticated = false;
     this.pinFreshForAlways = false;
+    this.pinActivity = 'none';
     this.forgetPendingStep();
   }
 }

@@ -13,11 +13,13 @@
  * Diagnostics, on the node:diagnostics_channel channel 'tpmvsc:applet' (APPLET_CHANNEL),
  * never carrying secrets: unexpected errors (not status words) as { event, instruction,
  * error }; refusals an administrator should hear of (CardError with `audit`, e.g. RESET
- * without the management key) as { event: 'refused', serial, instruction, reason }.
+ * without the management key) as { event: 'refused', serial, instruction, reason }; the end
+ * of a verified PIN by its lifetime as { event: 'pin-expired', serial, seconds }.
  */
 import { channel } from 'node:diagnostics_channel';
 import type { SmartCard } from '../common/smart_card.js';
 import { TpmvscError } from '../common/errors.js';
+import { DEFAULT_PIN_LIFETIME, type PinLifetime } from '../common/pin_lifetime.js';
 import { parseCommandApdu, responseApdu, type CommandApdu } from './apdu.js';
 import type { CardStore } from './card_store.js';
 import { CardSession } from './card_session.js';
@@ -97,6 +99,10 @@ export interface PivAppletOptions {
   /** Key attestation; without it ATTEST answers 6A81. */
   attestor?: KeyAttestor;
   atr?: Uint8Array;
+  /** Lifetime of a verified PIN for a card whose state names none (the daemon's --pin-lifetime). Default DEFAULT_PIN_LIFETIME. */
+  defaultPinLifetime?: PinLifetime;
+  /** Monotonic milliseconds, for the verified-PIN lifetime (tests inject their own). Default performance.now. */
+  clock?: () => number;
 }
 
 /** The diagnostics channel of every card application (see the header). */
@@ -126,6 +132,10 @@ export class PivApplet implements SmartCard {
   private readonly responseChain = new ResponseChain();
   /** Bumped by every power event; a command that straddles one must not leave authentication behind. */
   private epoch = 0;
+  private readonly defaultPinLifetime: PinLifetime;
+  private readonly clock: () => number;
+  /** clock() at the VERIFY that verified the PIN. */
+  private pinVerifiedAt = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: PivAppletOptions) {
@@ -134,6 +144,8 @@ export class PivApplet implements SmartCard {
     this.store = options.store;
     this.attestor = options.attestor;
     this.atr = options.atr ?? defaultAtr();
+    this.defaultPinLifetime = options.defaultPinLifetime ?? DEFAULT_PIN_LIFETIME;
+    this.clock = options.clock ?? (() => performance.now());
     // Once here, not per command: if opening the vault already moved its state, the first
     // change-capable command saves it (NaN never equals a revision).
     const inStep = JSON.stringify(this.committed.vault ?? null) === JSON.stringify(this.vault.state() ?? null);
@@ -143,6 +155,11 @@ export class PivApplet implements SmartCard {
   /** The state as last saved (read-only view for status reports). */
   get state(): Readonly<PivCardState> {
     return this.committed;
+  }
+
+  /** The card's own verified-PIN lifetime, or the default it follows. */
+  get pinLifetime(): PinLifetime {
+    return this.committed.pinLifetime ?? this.defaultPinLifetime;
   }
 
   powerOn(): void {
@@ -190,6 +207,35 @@ export class PivApplet implements SmartCard {
     this.vault.lock();
     this.commandChain.reset();
     this.responseChain.clear();
+  }
+
+  private forgetVerifiedPin(): void {
+    this.vault.lock();
+    this.session.pinFreshForAlways = false;
+  }
+
+  /**
+   * The verified-PIN lifetime, checked when a command arrives (the card has no timer of its
+   * own): `seconds` after the VERIFY, the PIN is no longer verified, as after a logout.
+   * Management-key (9B) authentication is not the PIN's and is left alone.
+   */
+  private expirePin(): void {
+    const seconds = this.pinLifetime.seconds;
+    if (seconds === null || !this.vault.unlocked) return;
+    if (this.clock() - this.pinVerifiedAt >= seconds * 1000) {
+      this.forgetVerifiedPin();
+      // One log line per expiry (the daemon logs this channel): which card, after how long.
+      if (diagnostics.hasSubscribers) diagnostics.publish({ event: 'pin-expired', serial: this.committed.serial, seconds });
+    }
+  }
+
+  /** After a command: start the lifetime at a VERIFY, or end the verification a key operation spent (`once`). */
+  private settlePinActivity(): void {
+    const activity = this.session.pinActivity;
+    this.session.pinActivity = 'none';
+    if (!this.vault.unlocked) return;
+    if (activity === 'verified') this.pinVerifiedAt = this.clock();
+    else if (activity === 'key-use' && this.pinLifetime.once) this.forgetVerifiedPin();
   }
 
   private async process(bytes: Uint8Array): Promise<Uint8Array> {
@@ -243,6 +289,7 @@ export class PivApplet implements SmartCard {
   /** Runs one handler as a transaction over the card state. */
   private async execute(instruction: Instruction, apdu: CommandApdu): Promise<{ sw: StatusWord; data: Uint8Array }> {
     const epoch = this.epoch;
+    this.expirePin();
     let draft: PivCardState | undefined;
     const commitActions: Array<() => Promise<void>> = [];
     const rollbackActions: Array<() => Promise<void>> = [];
@@ -276,6 +323,7 @@ export class PivApplet implements SmartCard {
       // for a rejected APDU): keep the stored copy current, best effort.
       if (!instruction.readOnly) await this.saveIfChanged(undefined);
     }
+    this.settlePinActivity();
     if (epoch !== this.epoch) {
       // A power event arrived while the command ran: nothing it authenticated survives.
       this.session.clear();

@@ -5,6 +5,7 @@
  */
 import type { PinPolicy } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
+import { isPinLifetime, type PinLifetime } from '../common/pin_lifetime.js';
 import type { KeyAlgorithm, KeyAuthorization, KeyRecord, ManagementKeyAlgorithm, PublicKey } from './key_vault.js';
 import type { SlotPinPolicy } from './key_slots.js';
 
@@ -35,6 +36,8 @@ export interface PivCardState {
   /** The card has a PUK; without one the PIN is unblocked with the management key. */
   hasPuk: boolean;
   pinPolicy: PinPolicy;
+  /** create /pinlifetime; absent: the daemon's default (--pin-lifetime), also for cards older than the setting. */
+  pinLifetime?: PinLifetime;
   /** Provisioned with /generate: discovery, CHUID, CCC and key history are restored by RESET. */
   generate: boolean;
   /** CHUID GUID, 32 hex digits, for the life of the card; null without /generate. */
@@ -154,6 +157,7 @@ export function parsePivCardState(value: unknown): PivCardState {
   if (typeof value['name'] !== 'string') fail('name');
   if (typeof value['hasPuk'] !== 'boolean') fail('hasPuk');
   if (!isPinPolicy(value['pinPolicy'])) fail('pinPolicy');
+  if (value['pinLifetime'] !== undefined && !isPinLifetime(value['pinLifetime'])) fail('pinLifetime');
   if (typeof value['generate'] !== 'boolean') fail('generate');
   const guid = value['guid'];
   if (guid !== null && !(typeof guid === 'string' && /^[0-9a-f]{32}$/.test(guid))) fail('guid');

@@ -8,6 +8,7 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import type { PinPolicy } from '../common/control_protocol.js';
+import type { PinLifetime } from '../common/pin_lifetime.js';
 import { CCC_TAG, CHUID_TAG, DISCOVERY_TAG, KEY_HISTORY_TAG, objectKey } from './data_objects.js';
 import type { ManagementKeyAlgorithm } from './key_vault.js';
 import { PIV_STATE_FORMAT, type PivCardState } from './piv_state.js';
@@ -22,6 +23,8 @@ export interface ProvisionOptions {
   /** Friendly name (Windows /name). */
   name: string;
   pinPolicy: PinPolicy;
+  /** The card's own verified-PIN lifetime (/pinlifetime); absent: it follows the daemon's default. */
+  pinLifetime?: PinLifetime;
   hasPuk: boolean;
   /** Algorithm of the management key the vault was created with. Default 3DES (Windows admin key). */
   managementKeyAlgorithm?: ManagementKeyAlgorithm;
@@ -51,6 +54,7 @@ export function provisionCard(options: ProvisionOptions): PivCardState {
     name: options.name,
     hasPuk: options.hasPuk,
     pinPolicy: { ...options.pinPolicy },
+    ...(options.pinLifetime ? { pinLifetime: { ...options.pinLifetime } } : {}),
     generate: options.generate,
     guid,
     managementKeyAlgorithm: options.managementKeyAlgorithm ?? 'tdes',

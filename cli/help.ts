@@ -36,12 +36,13 @@ the target's socket. Ctrl-C during a create rolls the card back on the target.`;
 
 const CREATE = `tpmvscmgr create [/quiet] /name <name> /AdminKey {DEFAULT | PROMPT | RANDOM}
     [/PIN {DEFAULT | PROMPT}] [/PUK {DEFAULT | PROMPT}] [/generate] [/machine <machine name>]
-    [/pinpolicy [policy options]] [/attestation {AIK_AND_CERT | AIK_ONLY}] [/?]
+    [/pinpolicy [policy options]] [/attestation {AIK_AND_CERT | AIK_ONLY}]
+    [/pinlifetime {<seconds> | UNLIMITED} [ONCE]] [/?]
 
 Creates a TPM virtual smart card (a PIV card in a vpcd reader, keys sealed in the TPM) and prints
 its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
 
-  /quiet        no progress lines on stderr
+  /quiet        no progress or warning lines on stderr (--json still lists the warnings)
   /name         required: the card's friendly name, 1 to 64 printable ASCII characters
   /AdminKey     required: the 24-byte 3DES administrator key
                   DEFAULT  010203040506070801020304050607080102030405060708
@@ -64,10 +65,25 @@ its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
   /attestation  AIK_ONLY: the card gets its own attestation key (AIK), self-certified;
                 AIK_AND_CERT: the AIK is certified by the attestation CA (tpmvscd --attestation-ca)
                 (verify key attestations with: tpmvscmgr verify-attestation --help)
+  /pinlifetime  how long the card keeps the PIN verified (not in Windows' tpmvscmgr). Every local
+                account can reach the card, and while the PIN is verified anyone can use the
+                owner's keys, so the card forgets it:
+                  <seconds>  1 to 86400 after the VERIFY (OpenSC's long-lived clients, e.g.
+                             ssh-agent, then send the PIN they cached again)
+                  UNLIMITED  only power off, reset or logout end it (what real cards do)
+                  ONCE       (after either) each VERIFY allows ONE private-key operation: another
+                             account's signature right after the owner's needs the PIN
+                Omitted: the daemon's default (tpmvscd --pin-lifetime, 30 s unless changed).
+
+DEFAULT admin keys, PINs and PUKs are well known, and every local account can reach the card
+(pcscd's socket is open to all users): create warns, one line on stderr for each DEFAULT, that
+anyone can then use the card (a DEFAULT admin key without /PUK resets its PIN; with a /PUK it
+replaces its keys) and names the fix: /AdminKey RANDOM or PROMPT, /PIN PROMPT, /PUK PROMPT.
 
 PROMPT reads from the terminal without echo and asks twice. When stdin is not a terminal, each
 PROMPT reads one line from stdin, in the order admin key, PIN, PUK.
-Progress lines go to stderr; the instance ID (or, with /json, {"instance", "reader"}) to stdout.
+Progress lines and warnings go to stderr (/quiet silences both); the instance ID (or, with /json,
+{"instance", "reader", "warnings": [the warning lines]}) to stdout.
 
 Example:
   tpmvscmgr create /name "VirtualSmartCardForCorpAccess" /AdminKey RANDOM /PIN PROMPT /generate`;
@@ -111,7 +127,7 @@ const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
 
   tpmvscmgr create [/quiet] /name <name> /AdminKey {DEFAULT | PROMPT | RANDOM} [/PIN {DEFAULT | PROMPT}]
       [/PUK {DEFAULT | PROMPT}] [/generate] [/machine <machine name>] [/pinpolicy [policy options]]
-      [/attestation {AIK_AND_CERT | AIK_ONLY}] [/?]
+      [/attestation {AIK_AND_CERT | AIK_ONLY}] [/pinlifetime {<seconds> | UNLIMITED} [ONCE]] [/?]
   tpmvscmgr destroy [/quiet] [/instance <device instance ID>] [/machine <machine name>] [/?]
   tpmvscmgr list [/machine <machine name>] [/json]
   tpmvscmgr status [/instance <device instance ID>] [/machine <machine name>] [/json]

@@ -4,6 +4,7 @@
  *   create [/quiet] /name <name> /AdminKey {DEFAULT|PROMPT|RANDOM} [/PIN {DEFAULT|PROMPT}]
  *          [/PUK {DEFAULT|PROMPT}] [/generate] [/machine <machine name>] [/pinpolicy [policy options]]
  *          [/attestation {AIK_AND_CERT|AIK_ONLY}] [/?]
+ *          [/pinlifetime {<seconds>|UNLIMITED} [ONCE]]                                (beyond Windows)
  *   destroy [/quiet] [/instance <device instance ID>] [/machine <machine name>] [/?]
  *   list [/machine <name>] | status [/instance <id>] [/machine <name>]      (beyond Windows)
  *   unblock /instance <id> /AdminKey {DEFAULT|PROMPT} [/PIN {DEFAULT|PROMPT}] [/machine <name>]   (beyond Windows)
@@ -16,6 +17,7 @@
 import { DEFAULT_PIN_POLICY, parseInstanceId, instanceId, type PinPolicy, type TriState } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 import { checkPinPolicy, isTriState } from '../common/pin_rules.js';
+import { parsePinLifetime, type PinLifetime } from '../common/pin_lifetime.js';
 
 export type AdminKeyMode = 'DEFAULT' | 'PROMPT' | 'RANDOM';
 export type SecretMode = 'DEFAULT' | 'PROMPT';
@@ -47,6 +49,8 @@ export interface CreateCommand extends CommonOptions {
   generate: boolean;
   /** /pinpolicy given (only with /PIN PROMPT); null = Windows' default rules (8..127). */
   pinPolicy: PinPolicy | null;
+  /** /pinlifetime given; null = the daemon's default (tpmvscd --pin-lifetime). */
+  pinLifetime: PinLifetime | null;
   machine: string | null;
   attestation: AttestationMode | null;
 }
@@ -97,6 +101,7 @@ const SWITCHES_BY_COMMAND: Record<CommandName, Record<string, 'flag' | 'value' |
     generate: 'flag',
     machine: 'value',
     pinpolicy: 'policy',
+    pinlifetime: 'policy',
     attestation: 'value',
     json: 'flag',
     socket: 'value',
@@ -265,6 +270,8 @@ function parseCreate(switches: RawSwitches): CreateCommand {
     if (pin !== 'PROMPT') throw usage('/pinpolicy is only valid with /PIN PROMPT');
     pinPolicy = parsePinPolicy(policyOptions);
   }
+  const lifetimeWords = switches.get('pinlifetime');
+  const pinLifetime = Array.isArray(lifetimeWords) ? parsePinLifetime(lifetimeWords, '/pinlifetime') : null;
   return {
     command: 'create',
     ...common(switches),
@@ -275,6 +282,7 @@ function parseCreate(switches: RawSwitches): CreateCommand {
     puk,
     generate: switches.get('generate') === true,
     pinPolicy,
+    pinLifetime,
     machine: stringSwitch(switches, 'machine') ?? null,
     attestation,
   };

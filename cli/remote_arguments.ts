@@ -6,6 +6,7 @@
  */
 import { DEFAULT_PIN_POLICY, type PinPolicy } from '../common/control_protocol.js';
 import { checkPin, checkPuk } from '../common/pin_rules.js';
+import { pinLifetimeWords } from '../common/pin_lifetime.js';
 import { normaliseAdminKeyHex } from './admin_key.js';
 import type { CommonOptions, CreateCommand, DestroyCommand, ListCommand, StatusCommand, UnblockCommand } from './parse_arguments.js';
 import type { SecretReader } from './prompt.js';
@@ -41,6 +42,7 @@ export function remoteArguments(command: MachineCommand): string[] {
       if (command.puk !== null) words.push('/PUK', command.puk);
       if (command.generate) words.push('/generate');
       if (command.pinPolicy !== null) words.push('/pinpolicy', ...pinPolicyOptions(command.pinPolicy));
+      if (command.pinLifetime !== null) words.push('/pinlifetime', ...pinLifetimeWords(command.pinLifetime));
       if (command.attestation !== null) words.push('/attestation', command.attestation);
       return [...words, ...commonOptions(command)];
     }

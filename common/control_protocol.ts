@@ -19,6 +19,7 @@
  * Secrets (PIN, PUK, admin key) travel only inside this socket, never in argv or logs.
  */
 import type { ErrorCode } from './errors.js';
+import type { PinLifetime } from './pin_lifetime.js';
 
 /** The longest request line the daemon reads (a create is well under 2 KiB), newline excluded. */
 export const MAX_REQUEST_LINE_BYTES = 16 * 1024;
@@ -59,6 +60,8 @@ export interface CreateRequest {
   /** The PUK, or null for a card without a PUK. */
   puk: string | null;
   pinPolicy: PinPolicy;
+  /** /pinlifetime: how long the card keeps the PIN verified; null: the daemon's default (--pin-lifetime). */
+  pinLifetime: PinLifetime | null;
   /** /generate: provision the PIV data objects. */
   generate: boolean;
   /** /attestation: an AIK for the card (AIK_AND_CERT needs the daemon's --attestation-ca), or null. */
@@ -104,6 +107,8 @@ export interface CardStatus extends CardSummary {
   pinTriesRemaining: number;
   pinTriesTotal: number;
   pukTriesRemaining: number | null;
+  /** The verified-PIN lifetime in force (the card's own, or the daemon's default), and whose it is. */
+  pinLifetime: PinLifetime & { source: 'card' | 'daemon default' };
   keys: Array<{ slot: string; algorithm: string; origin: 'generated' | 'imported' }>;
 }
 

@@ -27,6 +27,7 @@ import {
   type DaemonStatus,
 } from '../common/control_protocol.js';
 import { DEFAULT_PIN, DEFAULT_PUK } from '../common/pin_rules.js';
+import { DEFAULT_PIN_LIFETIME, type PinLifetime } from '../common/pin_lifetime.js';
 import { TpmvscError } from '../common/errors.js';
 import type { CardManagerApi } from './card_manager_api.js';
 import type { CardDirectory, CardFile } from './card_directory.js';
@@ -59,6 +60,8 @@ export interface CardManagerOptions {
   attestationCa?: string | undefined;
   /** The TPM's endorsement hierarchy password, for the EK in AIK_AND_CERT enrolment; undefined: empty. */
   endorsementAuth?: Uint8Array | undefined;
+  /** Verified-PIN lifetime of the cards created without /pinlifetime (--pin-lifetime). Default DEFAULT_PIN_LIFETIME. */
+  defaultPinLifetime?: PinLifetime;
 }
 
 /** PIV object 5FFF01: the attestation (AIK) certificate, issuer of ATTEST's certificates. */
@@ -167,6 +170,7 @@ export class CardManager implements CardManagerApi {
       port: portOf(file.slot, this.options.basePort),
       host: this.options.vpcdHost,
       readerName: readerName(file.slot, this.options.friendlyName, this.options.readerNaming),
+      defaultPinLifetime: this.options.defaultPinLifetime ?? DEFAULT_PIN_LIFETIME,
     });
     this.cards.set(file.slot, card);
     card.insert();
@@ -220,6 +224,7 @@ export class CardManager implements CardManagerApi {
       const applet = provisionCard({
         name: request.name,
         pinPolicy: request.pinPolicy,
+        ...(request.pinLifetime ? { pinLifetime: request.pinLifetime } : {}),
         hasPuk: request.puk !== null,
         generate: request.generate,
         managementKeyAlgorithm: 'tdes',
@@ -317,6 +322,7 @@ export class CardManager implements CardManagerApi {
         pinTriesRemaining: pin.remaining,
         pinTriesTotal: pin.total,
         pukTriesRemaining: puk ? puk.remaining : null,
+        pinLifetime: { ...card.applet.pinLifetime, source: card.applet.state.pinLifetime ? 'card' : 'daemon default' },
         keys: Object.entries(card.applet.state.keys).map(([slot, key]) => ({
           slot,
           algorithm: key.algorithm,

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { DEFAULT_CONTROL_SOCKET, MAX_REQUEST_LINE_BYTES } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 import { parseLoopbackAddress } from '../common/loopback_address.js';
+import { DEFAULT_PIN_LIFETIME, parsePinLifetime, PIN_LIFETIME_MAX_SECONDS, type PinLifetime } from '../common/pin_lifetime.js';
 import { DEFAULT_CONTROL_LIMITS, type ControlLimits } from './control_connection_limits.js';
 import type { ReaderNaming } from './reader_config.js';
 
@@ -57,6 +58,8 @@ export interface RunConfig extends PoolConfig {
   ownerAuthFile: TpmPasswordSource | undefined;
   /** The same for the endorsement hierarchy (attestation with an EK: /attestation AIK_AND_CERT). */
   endorsementAuthFile: TpmPasswordSource | undefined;
+  /** Verified-PIN lifetime of the cards created without create /pinlifetime. */
+  pinLifetime: PinLifetime;
   /** Limits of the control socket. */
   control: ControlLimits;
 }
@@ -126,6 +129,14 @@ Options (each also read from the environment variable shown; the flag wins):
                                            (tpm2_changeauth -c endorsement), which attestation
                                            with the EK needs (create /attestation AIK_AND_CERT);
                                            credential tpm-endorsement-auth
+  --pin-lifetime SPEC  TPMVSC_PIN_LIFETIME how long a card keeps its PIN verified, for the cards
+                                           created without /pinlifetime: SECONDS (1..${PIN_LIFETIME_MAX_SECONDS}) after
+                                           the VERIFY, or unlimited (until power off, as real
+                                           cards); ",once" adds: one private-key operation per
+                                           VERIFY. Every local account can reach the cards and a
+                                           card cannot tell who sends a command: whoever comes
+                                           while the PIN is verified can use the owner's keys
+                                           (default ${DEFAULT_PIN_LIFETIME.seconds}; see docs/CLIENTS.md)
 
 Control socket limits (so no caller can tie up the daemon with idle connections):
   --max-control-connections N TPMVSC_MAX_CONTROL_CONNECTIONS
@@ -162,7 +173,7 @@ function usage(detail: string): TpmvscError {
 
 type FlagName =
   | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'reader-naming' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
-  | 'owner-auth-file' | 'endorsement-auth-file'
+  | 'owner-auth-file' | 'endorsement-auth-file' | 'pin-lifetime'
   | 'max-control-connections' | 'max-control-connections-per-user' | 'control-request-timeout';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
@@ -177,6 +188,7 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   'attestation-ca': 'TPMVSC_ATTESTATION_CA',
   'owner-auth-file': 'TPMVSC_OWNER_AUTH_FILE',
   'endorsement-auth-file': 'TPMVSC_ENDORSEMENT_AUTH_FILE',
+  'pin-lifetime': 'TPMVSC_PIN_LIFETIME',
   'max-control-connections': 'TPMVSC_MAX_CONTROL_CONNECTIONS',
   'max-control-connections-per-user': 'TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER',
   'control-request-timeout': 'TPMVSC_CONTROL_REQUEST_TIMEOUT',
@@ -184,7 +196,7 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
 
 const RUN_FLAGS: readonly FlagName[] = [
   'tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file', 'endorsement-auth-file',
-  'max-control-connections', 'max-control-connections-per-user', 'control-request-timeout',
+  'pin-lifetime', 'max-control-connections', 'max-control-connections-per-user', 'control-request-timeout',
 ];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'reader-naming', 'conf-dir', 'driver-dir'];
 
@@ -283,6 +295,7 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     attestationCa: parseAttestationCa(setting('attestation-ca')),
     ownerAuthFile: passwordSource(setting('owner-auth-file'), env, OWNER_AUTH_CREDENTIAL),
     endorsementAuthFile: passwordSource(setting('endorsement-auth-file'), env, ENDORSEMENT_AUTH_CREDENTIAL),
+    pinLifetime: daemonPinLifetime(setting('pin-lifetime')),
     control: {
       maxConnections: parseWholeNumber(setting('max-control-connections'), 1, 10_000) ?? DEFAULT_CONTROL_LIMITS.maxConnections,
       maxConnectionsPerUser: parseWholeNumber(setting('max-control-connections-per-user'), 1, 10_000) ?? DEFAULT_CONTROL_LIMITS.maxConnectionsPerUser,
@@ -316,6 +329,17 @@ function parseAttestationCa(setting: { value: string; source: string } | undefin
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usage(`${setting.source} must be an http: or https: URL`);
   return url.href;
+}
+
+/** --pin-lifetime 30 | 30,once | unlimited (create /pinlifetime's words, joined by commas). */
+function daemonPinLifetime(setting: { value: string; source: string } | undefined): PinLifetime {
+  if (setting === undefined) return DEFAULT_PIN_LIFETIME;
+  const words = setting.value.split(',').map((word) => word.trim());
+  try {
+    return parsePinLifetime(words, setting.source);
+  } catch {
+    throw usage(`${setting.source} must be SECONDS (1 to ${PIN_LIFETIME_MAX_SECONDS}) or unlimited, optionally followed by ,once (e.g. 30 or 30,once)`);
+  }
 }
 
 function parseReaderNaming(setting: { value: string; source: string } | undefined): ReaderNaming {

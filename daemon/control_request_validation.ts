@@ -7,6 +7,7 @@
 import { instanceId, parseInstanceId, type ControlRequest, type CreateRequest, type PinPolicy } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 import { checkPin, checkPinPolicy, checkPuk, isTriState } from '../common/pin_rules.js';
+import { isPinLifetime } from '../common/pin_lifetime.js';
 
 type Fields = Record<string, unknown>;
 
@@ -71,9 +72,11 @@ function validatePinPolicy(value: unknown): PinPolicy {
 }
 
 const CREATE_FIELDS = ['op', 'name', 'adminKeyHex', 'adminKeyRandom', 'pin', 'puk', 'pinPolicy', 'generate', 'attestation'] as const;
+/** Optional so that a tpmvscmgr older than the setting still creates cards (with the daemon's default). */
+const CREATE_OPTIONAL_FIELDS = ['pinLifetime'] as const;
 
 function validateCreate(fields: Fields): CreateRequest {
-  requireExactFields(fields, CREATE_FIELDS, [], 'a create request');
+  requireExactFields(fields, CREATE_FIELDS, CREATE_OPTIONAL_FIELDS, 'a create request');
   const name = requireString(fields, 'name');
   if (name.length > NAME_MAX_LENGTH || !PRINTABLE.test(name)) {
     throw badRequest(`"name" must be 1 to ${NAME_MAX_LENGTH} printable ASCII characters`);
@@ -92,7 +95,11 @@ function validateCreate(fields: Fields): CreateRequest {
   if (attestation !== null && attestation !== 'AIK_AND_CERT' && attestation !== 'AIK_ONLY') {
     throw badRequest('"attestation" must be null, "AIK_AND_CERT" or "AIK_ONLY"');
   }
-  return { op: 'create', name, adminKeyHex, adminKeyRandom, pin, puk, pinPolicy, generate, attestation };
+  const pinLifetime = fields.pinLifetime ?? null;
+  if (pinLifetime !== null && !isPinLifetime(pinLifetime)) {
+    throw badRequest('"pinLifetime" must be null or {"seconds": 1..86400 or null, "once": true or false}');
+  }
+  return { op: 'create', name, adminKeyHex, adminKeyRandom, pin, puk, pinPolicy, pinLifetime, generate, attestation };
 }
 
 /** Validates a parsed JSON request; returns it typed, with instance IDs in canonical form. */

@@ -6,6 +6,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { EventEmitter, once } from 'node:events';
 import type { SmartCard } from '../common/smart_card.js';
 import type { PivCardState } from '../applet/piv_state.js';
+import type { PinLifetime } from '../common/pin_lifetime.js';
 import { APPLET_CHANNEL, PivApplet, type AppletRefusal } from '../applet/piv_applet.js';
 import type { TpmVault } from '../vault/tpm_vault.js';
 import type { KeyAttestor } from '../applet/key_attestor.js';
@@ -24,6 +25,8 @@ export interface HostedCardOptions {
   port: number;
   host: string;
   readerName: string;
+  /** Verified-PIN lifetime when the card has none of its own (tpmvscd --pin-lifetime). */
+  defaultPinLifetime: PinLifetime;
 }
 
 export class HostedCard {
@@ -55,6 +58,7 @@ export class HostedCard {
       state: options.file.applet,
       vault: options.vault,
       ...(options.attestor ? { attestor: options.attestor } : {}),
+      defaultPinLifetime: options.defaultPinLifetime,
       store: {
         // The applet calls this before it answers 9000: the card file is durable first.
         save: async (state: PivCardState) => {

@@ -11,6 +11,7 @@ import { subscribe } from 'node:diagnostics_channel';
 import { Tpm, TpmProtocolError, type TpmProtocolErrorCode } from '../tpm/index.js';
 import { TpmvscError, EXIT } from '../common/errors.js';
 import { asksForVersion, productVersion } from '../common/product_version.js';
+import { describePinLifetime } from '../common/pin_lifetime.js';
 import { CardDirectory } from './card_directory.js';
 import { CardManager } from './card_manager.js';
 import { ControlServer } from './control_server.js';
@@ -90,12 +91,13 @@ async function run(config: RunConfig): Promise<void> {
     version: productVersion(),
     attestationCa: config.attestationCa,
     endorsementAuth,
+    defaultPinLifetime: config.pinLifetime,
     ...(ownerAuth ? { vaultOptions: { ownerAuth } } : {}),
   });
   await cards.start();
   const control = new ControlServer({ socketPath: config.socketPath, cards, ...config.control });
   await control.listen();
-  log(`ready: ${(await cards.list()).length} card(s), control socket ${config.socketPath}, TPM ${config.tcti}`);
+  log(`ready: ${(await cards.list()).length} card(s), control socket ${config.socketPath}, TPM ${config.tcti}, verified PIN lasts ${describePinLifetime(config.pinLifetime)} unless a card says otherwise`);
 
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {

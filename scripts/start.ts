@@ -198,6 +198,9 @@ async function main(): Promise<void> {
     say('');
     say(`Card ready: ${card.instance} in reader "${card.reader}"`);
     say('PIN 12345678, PUK 12345678, admin (management) key 010203040506070801020304050607080102030405060708');
+    say('These are the well-known defaults: every local account can reach the card (pcscd\'s socket is open to all),');
+    say('so anyone on this machine can use its keys. A demo only: for real keys create a card with');
+    say('  /AdminKey RANDOM /PIN PROMPT /PUK PROMPT');
     say('Try:');
     say(`  yubico-piv-tool -r '${card.reader}' -a status`);
     say(`  ykman --reader '${card.reader}' piv info`);

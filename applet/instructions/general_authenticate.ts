@@ -113,7 +113,7 @@ async function authenticateManagementKey(context: InstructionContext, items: Map
   }
 }
 
-/** Checks the slot's PIN policy and consumes a PIN-always verification. */
+/** Checks the slot's PIN policy, consumes a PIN-always verification and notes the PIN's use (its lifetime). */
 export function authorizeKeyUse(context: InstructionContext, stored: StoredKey): void {
   if (stored.pinPolicy === 'never') return;
   if (!context.vault.unlocked) throw new CardError(SW.SECURITY_STATUS_NOT_SATISFIED, 'PIN verification required');
@@ -121,6 +121,7 @@ export function authorizeKeyUse(context: InstructionContext, stored: StoredKey):
     if (!context.session.pinFreshForAlways) throw new CardError(SW.SECURITY_STATUS_NOT_SATISFIED, 'PIN required before each use');
     context.session.pinFreshForAlways = false;
   }
+  context.session.pinActivity = 'key-use';
 }
 
 function bigEndian(bytes: Uint8Array): bigint {

@@ -43,6 +43,7 @@ export const verify: Instruction = {
         throw checkFailure(result);
       }
       session.pinFreshForAlways = true;
+      session.pinActivity = 'verified';
     } finally {
       pin.fill(0);
     }

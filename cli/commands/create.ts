@@ -2,6 +2,8 @@
  * tpmvscmgr create: checks everything locally (syntax, unsupported switches, PIN rules), asks for
  * the PROMPT secrets (admin key, PIN, PUK, in that order), then sends one create request and
  * streams the daemon's progress lines to stderr. stdout ends with the instance ID.
+ * Warnings (a PIN too long for PIV middleware, a well-known secret) are one line each on stderr,
+ * silenced by /quiet like the progress lines, and always in the `warnings` array of --json.
  */
 import { statSync } from 'node:fs';
 import { DEFAULT_PIN_POLICY, type CreateRequest, type CreateResult } from '../../common/control_protocol.js';
@@ -12,6 +14,7 @@ import { writeLine, type CliIo } from '../cli_io.js';
 import { callDaemon, resolveSocketPath } from '../control_client.js';
 import type { CreateCommand } from '../parse_arguments.js';
 import { createSecretReader, type SecretReader } from '../prompt.js';
+import { wellKnownSecretWarnings } from '../well_known_secret_warnings.js';
 
 /** The daemon must be there before anyone types a secret for nothing. */
 export function requireSocket(socketPath: string): void {
@@ -63,6 +66,7 @@ async function buildRequest(command: CreateCommand, reader: () => SecretReader, 
     pin,
     puk,
     pinPolicy,
+    pinLifetime: command.pinLifetime,
     generate: command.generate,
     attestation: command.attestation,
   };
@@ -76,14 +80,23 @@ export async function runCreate(command: CreateCommand, io: CliIo): Promise<Crea
   };
   let secretReader: SecretReader | undefined;
   const reader = (): SecretReader => (secretReader ??= createSecretReader(io.stdin, io.stderr));
+  const earlyWarnings: string[] = [];
   let request: CreateRequest;
   try {
-    request = await buildRequest(command, reader, say);
+    request = await buildRequest(command, reader, (line) => {
+      earlyWarnings.push(line);
+      say(line);
+    });
   } finally {
     secretReader?.close();
   }
   const result = await callDaemon(request, { socketPath, signal: io.signal, onProgress: say });
-  if (command.json) writeLine(io.stdout, JSON.stringify(result));
+  // About the card that now exists, so only once it does (a refused create stays one line).
+  // Warnings share /quiet with the progress lines; --json always carries them.
+  const secretWarnings = wellKnownSecretWarnings(command);
+  for (const line of secretWarnings) say(line);
+  const warnings = [...earlyWarnings, ...secretWarnings];
+  if (command.json) writeLine(io.stdout, JSON.stringify({ ...result, warnings }));
   else writeLine(io.stdout, result.instance);
   return result;
 }

@@ -2,6 +2,7 @@
  * tpmvscmgr status [/instance <id>]: the daemon and its cards (or one card).
  */
 import type { CardStatus, DaemonStatus } from '../../common/control_protocol.js';
+import { describePinLifetime } from '../../common/pin_lifetime.js';
 import { writeLine, type CliIo } from '../cli_io.js';
 import { callDaemon, resolveSocketPath } from '../control_client.js';
 import type { StatusCommand } from '../parse_arguments.js';
@@ -14,6 +15,7 @@ function formatCard(card: CardStatus): string[] {
     `  serial:      ${card.serial}${card.guid ? `, GUID ${card.guid}` : ''}`,
     `  PIN tries:   ${card.pinTriesRemaining} of ${card.pinTriesTotal} left`,
     `  PUK:         ${card.hasPuk ? `${card.pukTriesRemaining ?? '?'} tries left` : 'none (unblock with the admin key)'}`,
+    `  PIN lasts:   ${describePinLifetime(card.pinLifetime)} (${card.pinLifetime.source})`,
     `  keys:        ${keys}`,
     `  created:     ${card.createdAt}`,
   ];

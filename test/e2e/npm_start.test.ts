@@ -45,6 +45,9 @@ test('npm start creates a demo card that yubico-piv-tool sees, and Ctrl-C stops 
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   t.true(output.includes('Card ready: ROOT\\SMARTCARDREADER\\0000'), output);
+  // The demo card has the well-known secrets: npm start says so next to them, and create warned.
+  t.regex(output, /well-known defaults: every local account can reach the card/);
+  t.regex(output, /^warning: \/AdminKey DEFAULT .*use \/AdminKey RANDOM or PROMPT$/m);
   t.true(output.includes('software TPM'), 'no /dev/tpmrm0 here: the embedded swtpm is used');
 
   // The namespace's pcscd socket, reached from outside through the shell's root.

@@ -120,6 +120,7 @@ test.serial('create /machine makes the card on the target only; list, status --j
   t.true(created.stderr.includes('Creating the Virtual Smart Card Simulator...'), 'progress streams back');
   t.true(created.stderr.includes('TPM Smart Card created.'));
   t.false(created.stderr.includes('tpmvscmgr-remote-session'), 'the session marker is not shown');
+  t.notRegex(created.stderr, /^warning: \//m, 'no well-known-secret warning for PROMPT secrets');
   t.is(leaked, '', `the ${leaked} appeared in a process command line`);
 
   // On the target, with the name intact through the remote shell; not here.
@@ -162,6 +163,9 @@ test.serial('unblock /machine sets a new PIN on the target card, prompted here',
   const { target, stack } = the();
   const created = await adminCli(target, ['create', '/name', 'NoPuk', '/AdminKey', 'DEFAULT', '/PIN', 'DEFAULT', '/generate', '/machine', 'target']);
   t.is(created.code, 0, created.stderr);
+  // The target's warnings for its well-known secrets come back, one line each.
+  t.regex(created.stderr, /^warning: \/AdminKey DEFAULT .*reset its PIN .*; use \/AdminKey RANDOM or PROMPT$/m);
+  t.regex(created.stderr, /^warning: \/PIN DEFAULT .*; use \/PIN PROMPT.*$/m);
   const instance = lastLine(created.stdout);
   const newPin = `Nw${randomBytes(3).toString('hex')}`;
   const unblocked = await adminCli(target, ['unblock', '/instance', instance, '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/machine', 'target'], `${newPin}\n`);

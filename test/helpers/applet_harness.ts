@@ -14,6 +14,7 @@ import { PivApplet } from '../../applet/piv_applet.js';
 import { parsePivCardState, type PivCardState } from '../../applet/piv_state.js';
 import { provisionCard } from '../../applet/provision.js';
 import { MemoryVault } from './memory_vault.js';
+import type { PinLifetime } from '../../common/pin_lifetime.js';
 
 export class MemoryCardStore implements CardStore<PivCardState> {
   saved: string[] = [];
@@ -43,6 +44,12 @@ export interface TestCardOptions {
   managementKey?: ManagementKey;
   attestor?: KeyAttestor;
   serial?: number;
+  /** The card's own verified-PIN lifetime (create /pinlifetime). */
+  pinLifetime?: PinLifetime;
+  /** The lifetime of cards without their own (tpmvscd --pin-lifetime). */
+  defaultPinLifetime?: PinLifetime;
+  /** Monotonic ms for the lifetime; tests that move time pass their own. */
+  clock?: () => number;
 }
 
 export interface TestCard {
@@ -69,9 +76,17 @@ export function makeTestCard(options: TestCardOptions = {}): TestCard {
     vaultState: vault.state(),
     ...(options.managementKey ? { managementKeyAlgorithm: options.managementKey.algorithm } : {}),
     guid: Uint8Array.from({ length: 16 }, (_, i) => 0x10 + i),
+    ...(options.pinLifetime ? { pinLifetime: options.pinLifetime } : {}),
   });
   const store = new MemoryCardStore();
-  const applet = new PivApplet({ state, vault, store, ...(options.attestor ? { attestor: options.attestor } : {}) });
+  const applet = new PivApplet({
+    state,
+    vault,
+    store,
+    ...(options.attestor ? { attestor: options.attestor } : {}),
+    ...(options.defaultPinLifetime ? { defaultPinLifetime: options.defaultPinLifetime } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
   applet.powerOn();
   return {
     applet,

@@ -9,7 +9,7 @@
  *   await target.stop();
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +25,10 @@ export interface SshdInstance {
   log(): Promise<string>;
   /** Lets the client key log in as this user too. */
   authorize(user: string): Promise<void>;
+  /** Lets this public key (an authorized_keys line, e.g. a card's from ssh-keygen -D) log in as this user too. */
+  authorizeKey(user: string, publicKey: string): Promise<void>;
+  /** The known_hosts file that trusts this sshd's host key (for clients not using clientConfig). */
+  knownHosts: string;
   stop(): Promise<void>;
 }
 
@@ -89,6 +93,10 @@ export async function startSshd(options: SshdOptions): Promise<SshdInstance> {
       const file = join(keysDir, user);
       await writeFile(file, clientPublic);
       await chmod(file, 0o644);
+    };
+    const authorizeKey = async (user: string, publicKey: string): Promise<void> => {
+      const file = join(keysDir, user);
+      await appendFile(file, `${publicKey.trim()}\n`, { mode: 0o644 });
     };
     await authorize('root');
 
@@ -160,6 +168,8 @@ export async function startSshd(options: SshdOptions): Promise<SshdInstance> {
       clientConfig,
       log: () => readFile(logFile, 'utf8').catch(() => ''),
       authorize,
+      authorizeKey,
+      knownHosts,
       stop: async () => {
         if (started.exitCode === null && started.signalCode === null) {
           const exited = new Promise<void>((resolve) => started.once('exit', () => resolve()));

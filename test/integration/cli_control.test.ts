@@ -69,7 +69,7 @@ test('/quiet prints only the instance; --json prints one JSON object', async (t)
   t.is(quiet.stderr, '');
   t.is(quiet.stdout, 'ROOT\\SMARTCARDREADER\\0000\n');
   const json = await runCli(['create', '/name', 'J', '/AdminKey', 'DEFAULT', '--JSON', '/quiet', '--socket', daemon.socketPath]);
-  t.deepEqual(JSON.parse(json.stdout), { instance: 'ROOT\\SMARTCARDREADER\\0001', reader: 'TPM Virtual Smart Card 00 01' });
+  t.like(JSON.parse(json.stdout), { instance: 'ROOT\\SMARTCARDREADER\\0001', reader: 'TPM Virtual Smart Card 00 01' });
   const list = await runCli(['list', '/json', '--socket', daemon.socketPath]);
   t.deepEqual(
     (JSON.parse(list.stdout) as { cards: Array<{ name: string }> }).cards.map((card) => card.name),

@@ -21,6 +21,7 @@ const CREATE: CreateRequest = {
   puk: null,
   pinPolicy: DEFAULT_PIN_POLICY,
   generate: false,
+  pinLifetime: null,
   attestation: null,
 };
 

@@ -17,6 +17,7 @@ import {
   type DaemonStatus,
 } from '../../common/control_protocol.js';
 import { TpmvscError } from '../../common/errors.js';
+import { DEFAULT_PIN_LIFETIME, type PinLifetime } from '../../common/pin_lifetime.js';
 import type { CardManagerApi } from '../../daemon/card_manager_api.js';
 import { ControlServer } from '../../daemon/control_server.js';
 
@@ -27,6 +28,8 @@ export class RecordingCardManager implements CardManagerApi {
   readonly createRequests: CreateRequest[] = [];
   readonly cards = new Map<string, CardSummary>();
   readonly events: string[] = [];
+  /** The cards created with their own verified-PIN lifetime. */
+  readonly pinLifetimes = new Map<string, PinLifetime>();
   /** When set, create waits for the abort signal (to test Ctrl-C / disconnect roll-back). */
   hangCreate = false;
   rolledBack = 0;
@@ -54,6 +57,7 @@ export class RecordingCardManager implements CardManagerApi {
     progress(PROGRESS.created);
     const instance = instanceId(slot);
     const reader = `TPM Virtual Smart Card 0${Math.floor(slot / 2)} 0${slot % 2}`;
+    if (request.pinLifetime) this.pinLifetimes.set(instance, request.pinLifetime);
     this.cards.set(instance, {
       instance,
       name: request.name,
@@ -90,6 +94,7 @@ export class RecordingCardManager implements CardManagerApi {
         pinTriesRemaining: 5,
         pinTriesTotal: 5,
         pukTriesRemaining: card.hasPuk ? 5 : null,
+        pinLifetime: { ...(this.pinLifetimes.get(card.instance) ?? DEFAULT_PIN_LIFETIME), source: this.pinLifetimes.has(card.instance) ? 'card' : 'daemon default' },
         keys: [],
       })),
     };

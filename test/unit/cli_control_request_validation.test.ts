@@ -12,8 +12,18 @@ const CREATE: CreateRequest = {
   puk: null,
   pinPolicy: DEFAULT_PIN_POLICY,
   generate: true,
+  pinLifetime: null,
   attestation: null,
 };
+
+test('a create request may name a verified-PIN lifetime, or leave it out (an older tpmvscmgr): the daemon default', (t) => {
+  const once = { ...CREATE, pinLifetime: { seconds: 45, once: true } };
+  t.deepEqual(validateControlRequest(once), once);
+  const unlimited = { ...CREATE, pinLifetime: { seconds: null, once: false } };
+  t.deepEqual(validateControlRequest(unlimited), unlimited);
+  const { pinLifetime: _omitted, ...older } = CREATE;
+  t.deepEqual(validateControlRequest(older), { ...CREATE, pinLifetime: null });
+});
 
 test('valid requests pass, instance IDs canonicalised', (t) => {
   t.deepEqual(validateControlRequest(CREATE), CREATE);
@@ -43,6 +53,10 @@ const refused: Array<{ name: string; request: unknown; code?: 'BAD_REQUEST' | 'P
   { name: 'puk too short', request: { ...CREATE, puk: '123' }, code: 'PIN_POLICY', want: /PUK must be at least 8/ },
   { name: 'puk wrong type', request: { ...CREATE, puk: 1 }, want: /"puk" must be a string or null/ },
   { name: 'attestation bad', request: { ...CREATE, attestation: 'YES' }, want: /"attestation" must be/ },
+  { name: 'pin lifetime 0 s', request: { ...CREATE, pinLifetime: { seconds: 0, once: false } }, want: /"pinLifetime" must be null or/ },
+  { name: 'pin lifetime over a day', request: { ...CREATE, pinLifetime: { seconds: 86_401, once: false } }, want: /"pinLifetime" must be null or/ },
+  { name: 'pin lifetime without once', request: { ...CREATE, pinLifetime: { seconds: 30 } }, want: /"pinLifetime" must be null or/ },
+  { name: 'pin lifetime extra field', request: { ...CREATE, pinLifetime: { seconds: 30, once: false, uses: 2 } }, want: /"pinLifetime" must be null or/ },
   { name: 'destroy bad instance', request: { op: 'destroy', instance: 'ROOT\\SMARTCARDREADER\\99' }, want: /"instance" must be/ },
   { name: 'destroy instance wrong type', request: { op: 'destroy', instance: 0 }, want: /"instance" must be/ },
   { name: 'status bad instance', request: { op: 'status', instance: 'x' }, want: /"instance" must be/ },

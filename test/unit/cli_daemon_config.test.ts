@@ -16,8 +16,21 @@ test('defaults', (t) => {
     attestationCa: undefined,
     ownerAuthFile: undefined,
     endorsementAuthFile: undefined,
+    pinLifetime: { seconds: 30, once: false },
     control: { maxConnections: 64, maxConnectionsPerUser: 16, requestTimeoutMs: 10_000 },
   });
+});
+
+test('--pin-lifetime: seconds, unlimited, ",once"; also from TPMVSC_PIN_LIFETIME; the help names it', (t) => {
+  t.like(parseDaemonArguments(['--pin-lifetime', '120'], {}), { pinLifetime: { seconds: 120, once: false } });
+  t.like(parseDaemonArguments(['--pin-lifetime=30,once'], {}), { pinLifetime: { seconds: 30, once: true } });
+  t.like(parseDaemonArguments([], { TPMVSC_PIN_LIFETIME: 'unlimited' }), { pinLifetime: { seconds: null, once: false } });
+  t.like(parseDaemonArguments(['--pin-lifetime', '10'], { TPMVSC_PIN_LIFETIME: 'unlimited' }), { pinLifetime: { seconds: 10 } }, 'the flag wins');
+  for (const bad of ['0', '86401', 'once', '30,twice', 'forever', '30,once,once']) {
+    const error = t.throws(() => parseDaemonArguments(['--pin-lifetime', bad], {}), { instanceOf: TpmvscError });
+    t.regex(error?.detail ?? '', /--pin-lifetime must be SECONDS \(1 to 86400\) or unlimited, optionally followed by ,once/, bad);
+  }
+  t.regex(DAEMON_HELP, /--pin-lifetime SPEC\s+TPMVSC_PIN_LIFETIME/);
 });
 
 test('control socket limits: flags, environment, bounds', (t) => {

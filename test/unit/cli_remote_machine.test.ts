@@ -88,6 +88,8 @@ test('the remote command is the same command without /machine, secrets left as P
   for (const argv of [
     ['create', '/name', "Bob's card", '/AdminKey', 'PROMPT', '/PIN', 'PROMPT', '/PUK', 'DEFAULT', '/generate', '/pinpolicy', 'minlen', '6', 'digits', 'REQUIRED', '/machine', 'db1', '/quiet', '/json'],
     ['create', '/name', 'R', '/AdminKey', 'RANDOM', '/machine', 'ssh://a@b:2', '/attestation', 'AIK_ONLY'],
+    ['create', '/name', 'L', '/AdminKey', 'RANDOM', '/pinlifetime', '45', 'ONCE', '/machine', 'db1'],
+    ['create', '/name', 'U', '/AdminKey', 'RANDOM', '/pinlifetime', 'unlimited', '/machine', 'db1'],
     ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\0003', '/machine', 'db1', '/socket', '/run/other.sock'],
     ['list', '/json', '/machine', 'db1'],
     ['status', '/instance', 'root\\smartcardreader\\0001', '/machine', 'db1'],
