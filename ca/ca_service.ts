@@ -11,6 +11,7 @@ import { appendFile } from 'node:fs/promises';
 import { TPM_ALG, TPMA_OBJECT as A, Reader, makeCredential, marshalPublic, objectName, publicKeyToNode, readPublic, type TpmPublic } from '../tpm/index.js';
 import { AIK_REQUIRED_ATTRIBUTES } from '../vault/attestation_key.js';
 import { derOctets } from '../attestation/aik_certificate.js';
+import { AIK_PATH_LENGTH } from '../attestation/attestation_limits.js';
 import { buildCertificate, certificatePolicies } from '../attestation/certificate_builder.js';
 import { OID_AIK_TPM_PUBLIC, POLICY_OF_TRUST, type AikTrust } from '../attestation/oids.js';
 import type { CertificateRequest, CertificateResponse, ChallengeRequest, ChallengeResponse } from '../attestation/ca_protocol.js';
@@ -127,7 +128,7 @@ export class CaService {
         issuerPublicKey: identity.publicKey,
         notBefore: new Date(now - 5 * 60_000),
         notAfter: new Date(now + (this.options.certificateLifetimeMs ?? 5 * YEAR_MS)),
-        isCa: true,
+        role: { caPathLength: AIK_PATH_LENGTH },
         extensions: [
           { oid: OID_AIK_TPM_PUBLIC, critical: false, value: derOctets(marshalPublic(challenge.aikPublic)) },
           { oid: '2.5.29.32', critical: false, value: certificatePolicies([POLICY_OF_TRUST[challenge.trust]]) },

@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     return;
   }
   const log = (line: string): void => void process.stderr.write(`tpmvsc-ca: ${line}\n`);
-  const identity = await loadOrCreateIdentity(args.stateDir);
+  const identity = await loadOrCreateIdentity(args.stateDir, log);
   const trust = await loadEkTrust(args.ekRoots, args.allowList);
   log(`trusting ${trust.certificates.length} EK root/intermediate certificate(s), ${trust.allowList.size} allow-listed EK(s)`);
   const service = new CaService({ identity, trust, logPath: join(args.stateDir, 'issued.jsonl') });

@@ -55,7 +55,7 @@ test.serial('AIK_AND_CERT: create, generate 9A, yubico-piv-tool attest; verify-a
   t.is(verified.code, 0, verified.stderr);
   t.regex(verified.stdout, /signed by the CA/);
   t.regex(verified.stdout, /AIK issuance policy: ek-chain/);
-  t.regex(verified.stdout, /verified: key in slot 9a/);
+  t.regex(verified.stdout, /verified: the key in slot 9a/);
   const openssl = await runProgram('openssl', ['verify', '-CAfile', caPem, '-untrusted', aikPem, slotPem]);
   t.is(openssl.code, 0, openssl.stderr + openssl.stdout);
   // The same slot certificate does not verify against another trust anchor, nor when tampered.
