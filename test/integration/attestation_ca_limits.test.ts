@@ -6,13 +6,14 @@
  */
 import test from 'ava';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tpm, marshalPublic } from '../../tpm/index.js';
 import { TpmVault } from '../../vault/tpm_vault.js';
 import { aikSubjectPublicKey, enrollAikWithCa } from '../../attestation/aik_certificate.js';
 import { CaClient } from '../../attestation/ca_client.js';
+import { toPem } from '../../attestation/certificate_builder.js';
 import type { ChallengeRequest, ChallengeResponse } from '../../attestation/ca_protocol.js';
 import { marshalEkPublic, readEndorsementKey, type EndorsementKey } from '../../attestation/endorsement.js';
 import { startSwtpm, type SwtpmInstance } from '../helpers/swtpm.js';
@@ -184,6 +185,41 @@ test.serial('the pending caps refuse new challenges and never evict pending ones
   await t.notThrowsAsync(() => answer(b, ca, b1));
   await t.notThrowsAsync(() => answer(b, ca, b2));
   t.regex(ca.accessLog(), /"status":503/, 'without --access-log the lines go to stdout');
+});
+
+test.serial('a ca.pem made before the limits is re-issued with the same key on start: certificates of either chain to both', async (t) => {
+  // A CA state from before: its key, and a root certificate without limits (as openssl makes one).
+  const stateDir = join(work, 'ca-old');
+  await mkdir(stateDir, { mode: 0o700 });
+  const keyPath = join(stateDir, 'ca-key.pem');
+  t.is((await runProgram('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', keyPath])).code, 0);
+  await chmod(keyPath, 0o600);
+  const oldRoot = join(work, 'old-root.pem');
+  const made = await runProgram('openssl', ['req', '-new', '-x509', '-key', keyPath, '-subj', '/CN=tpmvsc attestation CA', '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', oldRoot]);
+  t.is(made.code, 0, made.stderr);
+  await writeFile(join(stateDir, 'ca.pem'), await readFile(oldRoot));
+
+  const ca = await startCaProcess(stateDir, roots);
+  cas.push(ca);
+  t.regex(ca.log(), /ca\.pem carried no attestation limits: re-issued with the same key \(old one kept as .*ca-unlimited-.*\.pem\)/);
+  const newRoot = join(stateDir, 'ca.pem');
+  const limits = await runProgram('openssl', ['x509', '-in', newRoot, '-noout', '-ext', 'basicConstraints,keyUsage,extendedKeyUsage,nameConstraints']);
+  t.regex(limits.stdout, /CA:TRUE, pathlen:1/);
+  t.regex(limits.stdout, /Excluded:\s+DNS:\s+IP:0\.0\.0\.0\/0\.0\.0\.0/);
+  t.is((await runProgram('openssl', ['x509', '-in', newRoot, '-noout', '-pubkey'])).stdout, (await runProgram('openssl', ['x509', '-in', oldRoot, '-noout', '-pubkey'])).stdout);
+
+  const { certificate } = await enrollAikWithCa(b.vault, b.tpm, ca.url);
+  const aikPem = join(work, 'aik-under-migrated.pem');
+  await writeFile(aikPem, toPem(certificate));
+  for (const root of [oldRoot, newRoot]) {
+    const verified = await runProgram('openssl', ['verify', '-CAfile', root, aikPem]);
+    t.is(verified.code, 0, verified.stdout + verified.stderr);
+  }
+  // A restart finds the limits and leaves ca.pem alone.
+  await ca.stop();
+  const again = await startCaProcess(stateDir, roots);
+  cas.push(again);
+  t.notRegex(again.log(), /re-issued/);
 });
 
 test.serial('tpmvsc-ca --help states the options, what a client is and the trust model; bad limits are usage errors', async (t) => {
