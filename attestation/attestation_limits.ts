@@ -9,22 +9,23 @@
  *                               0 (AIK: issues slot certificates only, never another CA)
  *   keyUsage          critical  keyCertSign only (no digitalSignature: no OCSP, no CRL, no TLS)
  *   extKeyUsage       critical  tcg-kp-AIKCertificate (2.23.133.8.3) and tpmvsc's slot attestation
- *                               purpose (ARC.4, what the slot certificates below carry) only. NSS, Go, Windows and
- *                               OpenSSL (when a purpose is asked) read an EKU on a CA as a limit
- *                               on everything below it: no serverAuth, clientAuth,
- *                               emailProtection, codeSigning, timeStamping or OCSPSigning
- *                               anywhere in the chain. Critical: a verifier that does not know
- *                               the extension must refuse the certificate, not ignore the limit.
+ *                               purpose (ARC.4, what the slot certificates below carry) only.
+ *                               OpenSSL (when a purpose is asked), Go and Windows read an EKU on
+ *                               a CA as a limit on everything below it: no serverAuth,
+ *                               clientAuth, emailProtection, codeSigning, timeStamping or
+ *                               OCSPSigning anywhere in the chain. (NSS's certutil -V does not:
+ *                               for NSS the name constraints do the work.) Critical: a verifier
+ *                               that does not know the extension must refuse the certificate.
  *   nameConstraints   critical  no DNS name, IP address or email address below it:
  *
- *     30 3F                                   NameConstraints
+ *     30 52                                   NameConstraints
  *        A0 0B                                permittedSubtrees [0]
  *           30 09  81 07 "invalid"            rfc822Name: mail only at the reserved host "invalid"
- *        A1 30                                excludedSubtrees [1]
+ *        A1 43                                excludedSubtrees [1]
  *           30 02  82 00                      dNSName ""          every DNS name
  *           30 0A  87 08 00000000 00000000    iPAddress 0.0.0.0/0 every IPv4 address
  *           30 22  87 20 00 * 32              iPAddress ::/0      every IPv6 address
- *           30 02  81 00                      rfc822Name ""       every mail address (Go, NSS)
+ *           30 02  81 00                      rfc822Name ""       every mail address (Go)
  *           30 09  81 07 "invalid"            rfc822Name "invalid" (and that host too)
  *
  *   OpenSSL has no "every mail address" form (its empty rfc822Name matches only an empty host),
@@ -32,8 +33,8 @@
  *
  * Slot certificates (ATTEST's leaves): basicConstraints cA FALSE, keyUsage digitalSignature,
  * extKeyUsage critical slot attestation (ARC.4) only. Without an EKU of its own a leaf passes
- * NSS's certutil -V as an SSL client and S/MIME certificate under these CAs (NSS checks a CA's EKU
- * for server use only); with one, every NSS and OpenSSL purpose check refuses it, while
+ * NSS's certutil -V as an SSL client and S/MIME certificate under these CAs (certutil ignores a CA's
+ * EKU); with one, every NSS and OpenSSL purpose check refuses it, while
  * `openssl verify` without -purpose (how PIV attestations are checked) and -purpose any accept
  * it. The leaf's EKU is one the CAs list too, so verifiers that intersect EKUs down the chain
  * (Windows, Go) see a chain valid for slot attestation and nothing else. tcg-kp-AIKCertificate
