@@ -5,27 +5,22 @@
  * enrolling; the access log has one JSON line per request and no secrets.
  */
 import test from 'ava';
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Tpm, marshalPublic } from '../../tpm/index.js';
-import { TpmVault } from '../../vault/tpm_vault.js';
+import { marshalPublic } from '../../tpm/index.js';
 import { aikSubjectPublicKey, enrollAikWithCa } from '../../attestation/aik_certificate.js';
 import { CaClient } from '../../attestation/ca_client.js';
 import { toPem } from '../../attestation/certificate_builder.js';
 import type { ChallengeRequest, ChallengeResponse } from '../../attestation/ca_protocol.js';
 import { marshalEkPublic, readEndorsementKey, type EndorsementKey } from '../../attestation/endorsement.js';
-import { startSwtpm, type SwtpmInstance } from '../helpers/swtpm.js';
 import { createLocalCa, provisionEkState } from '../helpers/swtpm_ek.js';
 import { startCaProcess, type CaProcess } from '../helpers/attestation_ca.js';
 import { projectProgram, runProgram } from '../helpers/stack.js';
-import { encode, relaxDictionaryAttack } from './vault_fixture.js';
+import { startAttestingMachine, type AttestingMachine } from './vault_fixture.js';
 
-interface Machine {
-  sw: SwtpmInstance;
-  tpm: Tpm;
-  vault: TpmVault;
+interface Machine extends AttestingMachine {
   ek: EndorsementKey;
   request: ChallengeRequest;
 }
@@ -40,18 +35,15 @@ let b: Machine;
 const secrets: string[] = [];
 
 async function machine(stateDir: string): Promise<Machine> {
-  const sw = await startSwtpm({ stateDir });
-  const tpm = await Tpm.open({ tcti: sw.tcti });
-  await relaxDictionaryAttack(tpm);
-  const vault = await TpmVault.create(tpm, { pin: encode('12345678'), puk: undefined, managementKey: { algorithm: 'aes128', key: new Uint8Array(randomBytes(16)) } });
-  await vault.createAttestationKey();
+  const started = await startAttestingMachine(stateDir);
+  const { tpm, vault } = started;
   const ek = await readEndorsementKey(tpm);
   const request = {
     ekCertificate: Buffer.from(ek.certificate).toString('base64'),
     ekPublic: Buffer.from(marshalEkPublic(ek)).toString('base64'),
     aikPublic: Buffer.from(marshalPublic(vault.attestationKey()!.publicArea)).toString('base64'),
   };
-  const m = { sw, tpm, vault, ek, request };
+  const m = { ...started, ek, request };
   machines.push(m);
   return m;
 }
