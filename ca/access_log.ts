@@ -1,14 +1,15 @@
 /**
- * The CA's access log: one JSON line per request, written when the answer has been sent.
+ * The CA's access log: one JSON line per request, written when the exchange is over.
  *
  *   {"time": ISO-8601, "peer": "127.0.0.1", "forwardedFor": "203.0.113.7", "client": "ek:<hex>" | null,
- *    "method": "POST", "route": "/v1/challenge" | "/v1/certificate" | "other", "status": 429,
+ *    "method": "POST", "route": "/v1/challenge" | "/v1/certificate" | "other", "status": 429 | null,
  *    "result": "ok" | the refusal's message, "ms": 3, "issued": "<certificate serial>"}
  *
  * peer is the TCP peer: on loopback or behind a reverse proxy it is not the client. forwardedFor
  * is the X-Forwarded-For header exactly as received (untrusted; there only to match the
  * proxy's own log). client is the EK, once the request got that far (enrolment_limits.ts).
- * Never a body, a challenge id, a credential or a certificate.
+ * status null: the client left before the answer. Never a body, a challenge id, a credential or
+ * a certificate.
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
@@ -20,7 +21,8 @@ export interface AccessLogLine {
   client: string | null;
   method: string;
   route: string;
-  status: number;
+  /** null when the client left before the answer. */
+  status: number | null;
   result: string;
   ms: number;
   issued?: string;

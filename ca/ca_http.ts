@@ -48,8 +48,10 @@ export function createCaServer(service: CaService, access: AccessLog, log: (line
     const started = performance.now();
     const note: RequestNote = {};
     let result = 'ok';
-    response.once('finish', () => {
+    // 'close' comes for every request, also one whose client left before the answer.
+    response.once('close', () => {
       const forwarded = request.headers['x-forwarded-for'];
+      const answered = response.writableFinished;
       access.write({
         time: new Date().toISOString(),
         peer: request.socket.remoteAddress ?? null,
@@ -57,8 +59,8 @@ export function createCaServer(service: CaService, access: AccessLog, log: (line
         client: note.client ?? null,
         method: String(request.method).slice(0, 10),
         route: ROUTES.has(String(request.url)) ? String(request.url) : 'other',
-        status: response.statusCode,
-        result,
+        status: answered ? response.statusCode : null,
+        result: answered ? result : 'the client left before the answer',
         ms: Math.round(performance.now() - started),
         ...(note.issued ? { issued: note.issued } : {}),
       });

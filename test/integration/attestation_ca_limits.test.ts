@@ -7,6 +7,8 @@
 import test from 'ava';
 import { X509Certificate } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { marshalPublic } from '../../tpm/index.js';
@@ -133,6 +135,15 @@ test.serial('a challenge flood from one client (EK) leaves another client\'s pen
   t.is(refused.status, 429);
   t.regex(refused.error ?? '', /this EK has 4 unanswered challenges/);
   t.true(Number(refused.retryAfter) >= 1 && Number(refused.retryAfter) <= 60, String(refused.retryAfter));
+
+  // A client that leaves half-way through its request.
+  const { port, hostname } = new URL(ca.url);
+  const socket = connect(Number(port), hostname);
+  await once(socket, 'connect');
+  socket.write('POST /v1/challenge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"ekCert');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  socket.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 500));
 });
 
 test.serial('the access log: one JSON line per request, the client is the EK, no secrets', async (t) => {
@@ -140,8 +151,10 @@ test.serial('the access log: one JSON line per request, the client is the EK, no
   t.is((await stat(path)).mode & 0o777, 0o600);
   const text = await readFile(path, 'utf8');
   const lines = text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
-  // B's challenge, the flood, B's answer, B's enrolment (2 requests), A's refused request.
-  t.is(lines.length, 1 + 400 + 1 + 2 + 1);
+  // B's challenge, the flood, B's answer, B's enrolment (2 requests), A's refused request, the one that left.
+  t.is(lines.length, 1 + 400 + 1 + 2 + 1 + 1);
+  const left = lines.pop()!;
+  t.like(left, { client: null, route: '/v1/challenge', status: null, result: 'the client left before the answer' });
   for (const line of lines) {
     t.deepEqual(Object.keys(line).filter((k) => !['forwardedFor', 'issued'].includes(k)).sort(), ['client', 'method', 'ms', 'peer', 'result', 'route', 'status', 'time']);
     t.regex(String(line.client), /^ek:[0-9a-f]{64}$/);
