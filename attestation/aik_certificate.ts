@@ -16,6 +16,7 @@ import { CaClient } from './ca_client.js';
 import { marshalEkPublic, readEndorsementKey } from './endorsement.js';
 import { OID_AIK_TPM_PUBLIC, POLICY_OF_TRUST } from './oids.js';
 import { certificatePolicies } from './certificate_builder.js';
+import { AIK_PATH_LENGTH } from './attestation_limits.js';
 
 /** What the AIK code needs of the vault. */
 export type AttestationVault = Pick<TpmVault, 'attestationKey' | 'signWithAttestationKey' | 'certifyKey' | 'activateCredential'>;
@@ -58,7 +59,7 @@ export async function selfIssueAikCertificate(vault: AttestationVault, serial: n
       issuerPublicKey: spki,
       notBefore: new Date(now.getTime() - 5 * 60_000),
       notAfter: new Date(now.getTime() + 20 * YEAR_MS),
-      isCa: true,
+      role: { caPathLength: AIK_PATH_LENGTH },
       extensions: [
         { oid: OID_AIK_TPM_PUBLIC, critical: false, value: derOctets(marshalPublic(aik.publicArea)) },
         { oid: '2.5.29.32', critical: false, value: certificatePolicies([POLICY_OF_TRUST['self-issued']]) },

@@ -8,6 +8,7 @@ import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from './oids.js';
+import { attestationCaExtensions, slotCertificateExtensions } from './attestation_limits.js';
 
 export interface CertificateExtension {
   oid: string;
@@ -25,8 +26,12 @@ export interface CertificateSpec {
   issuerPublicKey: Uint8Array;
   notBefore: Date;
   notAfter: Date;
-  /** A CA certificate (basicConstraints cA, keyCertSign) or an end-entity one (digitalSignature). */
-  isCa: boolean;
+  /**
+   * An attestation CA certificate (the CA root, an AIK certificate) with its pathLenConstraint, or
+   * a slot certificate: basicConstraints, keyUsage, extKeyUsage and name constraints follow
+   * (attestation_limits.ts).
+   */
+  role: { caPathLength: number } | 'slot';
   extensions?: CertificateExtension[];
 }
 
@@ -58,13 +63,6 @@ function extension(oid: string, critical: boolean, value: asn1js.BaseBlock | Uin
   return new pkijs.Extension({ extnID: oid, critical, extnValue: arrayBuffer(der) });
 }
 
-/** KeyUsage BIT STRING: digitalSignature (bit 0) or keyCertSign + cRLSign (bits 5, 6). */
-function keyUsage(isCa: boolean): asn1js.BitString {
-  return isCa
-    ? new asn1js.BitString({ valueHex: Uint8Array.of(0x06), unusedBits: 1 })
-    : new asn1js.BitString({ valueHex: Uint8Array.of(0x80), unusedBits: 7 });
-}
-
 /** CertificatePolicies ::= SEQUENCE OF PolicyInformation { policyIdentifier } */
 export function certificatePolicies(oids: string[]): Uint8Array {
   const sequence = new asn1js.Sequence({
@@ -87,13 +85,12 @@ export async function buildCertificate(spec: CertificateSpec, sign: TbsSigner): 
   const algorithm = new pkijs.AlgorithmIdentifier({ algorithmId: OID.ecdsaWithSha256 });
   certificate.signature = algorithm;
   certificate.signatureAlgorithm = new pkijs.AlgorithmIdentifier({ algorithmId: OID.ecdsaWithSha256 });
-  const basic = new pkijs.BasicConstraints(spec.isCa ? { cA: true } : {});
+  const limits = spec.role === 'slot' ? slotCertificateExtensions() : attestationCaExtensions(spec.role.caPathLength);
   const authorityKeyId = new pkijs.AuthorityKeyIdentifier({
     keyIdentifier: new asn1js.OctetString({ valueHex: arrayBuffer(keyIdentifier(spec.issuerPublicKey)) }),
   });
   certificate.extensions = [
-    extension(OID.basicConstraints, true, basic.toSchema()),
-    extension(OID.keyUsage, true, keyUsage(spec.isCa)),
+    ...limits.map((e) => extension(e.oid, e.critical, e.value)),
     extension(OID.subjectKeyIdentifier, false, new asn1js.OctetString({ valueHex: arrayBuffer(keyIdentifier(spec.subjectPublicKey)) })),
     extension(OID.authorityKeyIdentifier, false, authorityKeyId.toSchema()),
     ...(spec.extensions ?? []).map((e) => extension(e.oid, e.critical, e.value)),

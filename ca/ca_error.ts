@@ -3,6 +3,8 @@ export class CaRefusal extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** Seconds after which the same request may succeed (HTTP Retry-After), for 429 and 503. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'CaRefusal';

@@ -1,8 +1,9 @@
 /**
  * The attestation CA's two steps (attestation/ca_protocol.ts):
  *   challenge    check the EK certificate (ek_trust.ts), that ekPublic is that certificate's key
- *                and an EK, that aikPublic is a restricted signing key bound to its TPM; then
- *                MakeCredential(ekPublic, name(aikPublic), 32 random bytes)
+ *                and an EK, that aikPublic is a restricted signing key bound to its TPM; admit
+ *                the EK's request under its limits (enrolment_limits.ts: the EK is the client);
+ *                then MakeCredential(ekPublic, name(aikPublic), 32 random bytes)
  *   certificate  the released credential, once, before the challenge expires: issue the AIK
  *                certificate (issuance policy = how the EK was trusted), log it (JSON lines)
  */
@@ -11,12 +12,14 @@ import { appendFile } from 'node:fs/promises';
 import { TPM_ALG, TPMA_OBJECT as A, Reader, makeCredential, marshalPublic, objectName, publicKeyToNode, readPublic, type TpmPublic } from '../tpm/index.js';
 import { AIK_REQUIRED_ATTRIBUTES } from '../vault/attestation_key.js';
 import { derOctets } from '../attestation/aik_certificate.js';
+import { AIK_PATH_LENGTH } from '../attestation/attestation_limits.js';
 import { buildCertificate, certificatePolicies } from '../attestation/certificate_builder.js';
 import { OID_AIK_TPM_PUBLIC, POLICY_OF_TRUST, type AikTrust } from '../attestation/oids.js';
 import type { CertificateRequest, CertificateResponse, ChallengeRequest, ChallengeResponse } from '../attestation/ca_protocol.js';
 import { CaRefusal } from './ca_error.js';
 import { caSigner, type CaIdentity } from './ca_identity.js';
 import { checkEkCertificate, ekKeyFingerprint, type EkTrustStore } from './ek_trust.js';
+import { EnrolmentLimits } from './enrolment_limits.js';
 
 export interface CaServiceOptions {
   identity: CaIdentity;
@@ -25,8 +28,8 @@ export interface CaServiceOptions {
   logPath: string;
   /** Challenge lifetime. Default 60 s. */
   challengeTtlMs?: number;
-  /** Outstanding challenges at most (oldest dropped). Default 1000. */
-  maxChallenges?: number;
+  /** Rate and pending limits per EK and in all. Default DEFAULT_LIMITS. */
+  limits?: EnrolmentLimits;
   /** AIK certificate lifetime. Default 5 years. */
   certificateLifetimeMs?: number;
 }
@@ -38,6 +41,16 @@ interface Challenge {
   ekFingerprint: string;
   expiresAt: number;
 }
+
+/** What the access log says about a request, filled in as far as the request got. */
+export interface RequestNote {
+  /** "ek:<SHA-256 of the EK's SubjectPublicKeyInfo>" once the EK is trusted (or the challenge known). */
+  client?: string;
+  /** Serial number of the certificate issued. */
+  issued?: string;
+}
+
+const clientOf = (ekFingerprint: string): string => `ek:${ekFingerprint}`;
 
 const EK_REQUIRED = A.fixedTPM | A.fixedParent | A.restricted | A.decrypt;
 const YEAR_MS = 365.25 * 24 * 3600 * 1000;
@@ -71,10 +84,13 @@ function certificate(bytes: Uint8Array, field: string): X509Certificate {
 
 export class CaService {
   private readonly challenges = new Map<string, Challenge>();
+  private readonly limits: EnrolmentLimits;
 
-  constructor(private readonly options: CaServiceOptions) {}
+  constructor(private readonly options: CaServiceOptions) {
+    this.limits = options.limits ?? new EnrolmentLimits();
+  }
 
-  challenge(body: Record<string, unknown>, now = Date.now()): ChallengeResponse {
+  challenge(body: Record<string, unknown>, note: RequestNote = {}, now = Date.now()): ChallengeResponse {
     const request = body as Partial<ChallengeRequest>;
     const ekCertificate = certificate(base64Field(body, 'ekCertificate', 8192), 'ekCertificate');
     const intermediates = request.ekIntermediates ?? [];
@@ -95,16 +111,20 @@ export class CaService {
     }
     if (aikPublic.nameAlg !== TPM_ALG.SHA256) throw new CaRefusal(400, '"aikPublic" must use SHA-256 as its name algorithm');
 
+    const ekFingerprint = ekKeyFingerprint(ekCertificate);
+    note.client = clientOf(ekFingerprint);
+    this.expire(now);
+    const all = [...this.challenges.values()];
+    this.limits.admit(note.client, now, { own: all.filter((c) => c.ekFingerprint === ekFingerprint).map((c) => c.expiresAt), all: all.map((c) => c.expiresAt) });
+
     const credential = new Uint8Array(randomBytes(32));
     const made = makeCredential(ekPublic, objectName(aikPublic), credential);
-    this.expire(now);
-    while (this.challenges.size >= (this.options.maxChallenges ?? 1000)) this.challenges.delete(this.challenges.keys().next().value!);
     const challengeId = randomBytes(16).toString('hex');
-    this.challenges.set(challengeId, { credential, aikPublic, trust, ekFingerprint: ekKeyFingerprint(ekCertificate), expiresAt: now + (this.options.challengeTtlMs ?? 60_000) });
+    this.challenges.set(challengeId, { credential, aikPublic, trust, ekFingerprint, expiresAt: now + (this.options.challengeTtlMs ?? 60_000) });
     return { challengeId, credentialBlob: Buffer.from(made.credentialBlob).toString('base64'), encryptedSecret: Buffer.from(made.secret).toString('base64') };
   }
 
-  async certificate(body: Record<string, unknown>, now = Date.now()): Promise<CertificateResponse> {
+  async certificate(body: Record<string, unknown>, note: RequestNote = {}, now = Date.now()): Promise<CertificateResponse> {
     const request = body as Partial<CertificateRequest>;
     if (typeof request.challengeId !== 'string' || !/^[0-9a-f]{32}$/.test(request.challengeId)) throw new CaRefusal(400, '"challengeId" is malformed');
     const credential = base64Field(body, 'credential', 64);
@@ -112,6 +132,7 @@ export class CaService {
     // Single use: gone whatever the outcome, so a wrong answer cannot be retried either.
     this.challenges.delete(request.challengeId);
     if (!challenge) throw new CaRefusal(404, 'unknown or already used challenge');
+    note.client = clientOf(challenge.ekFingerprint);
     if (now > challenge.expiresAt) throw new CaRefusal(410, 'the challenge has expired');
     if (credential.length !== challenge.credential.length || !timingSafeEqual(credential, challenge.credential)) {
       throw new CaRefusal(403, 'wrong credential: the AIK is not in the TPM of that EK');
@@ -127,7 +148,7 @@ export class CaService {
         issuerPublicKey: identity.publicKey,
         notBefore: new Date(now - 5 * 60_000),
         notAfter: new Date(now + (this.options.certificateLifetimeMs ?? 5 * YEAR_MS)),
-        isCa: true,
+        role: { caPathLength: AIK_PATH_LENGTH },
         extensions: [
           { oid: OID_AIK_TPM_PUBLIC, critical: false, value: derOctets(marshalPublic(challenge.aikPublic)) },
           { oid: '2.5.29.32', critical: false, value: certificatePolicies([POLICY_OF_TRUST[challenge.trust]]) },
@@ -146,6 +167,7 @@ export class CaService {
       certificateSha256: createHash('sha256').update(issued).digest('hex'),
     };
     await appendFile(this.options.logPath, `${JSON.stringify(line)}\n`, { mode: 0o600 });
+    note.issued = parsed.serialNumber;
     return { certificate: Buffer.from(issued).toString('base64'), caCertificate: Buffer.from(identity.certificate).toString('base64') };
   }
 

@@ -133,7 +133,7 @@ const OVERVIEW = `tpmvscmgr: manage TPM virtual smart cards (the tpmvscd daemon)
   tpmvscmgr status [/instance <device instance ID>] [/machine <machine name>] [/json]
   tpmvscmgr unblock /instance <device instance ID> /AdminKey {DEFAULT | PROMPT} [/PIN {DEFAULT | PROMPT}]
       [/machine <machine name>]
-  tpmvscmgr verify-attestation {--ca CA.pem | --self-issued} SLOT_CERT.pem AIK_CERT.pem [--json]
+  tpmvscmgr verify-attestation {--ca CA.pem | --self-issued} SLOT_CERT.pem AIK_CERT.pem [--slot SLOT] [--serial N] [--json]
 
 tpmvscmgr <command> /? shows the details of a command (verify-attestation --help for that one);
 tpmvscmgr --version prints the version.

@@ -63,8 +63,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     }
     // verify-attestation is a local, Unix-style command (no daemon): it parses its own arguments.
     if (argv[0]?.toLowerCase() === VERIFY_ATTESTATION) {
-      await runVerifyAttestation(argv.slice(1), io);
-      return EXIT.ok;
+      const refusal = await runVerifyAttestation(argv.slice(1), io);
+      if (!refusal) return EXIT.ok;
+      // The report (words or JSON) is on stdout already: only the one-line reason is left.
+      writeLine(io.stderr, errorLine(refusal));
+      return refusal.exitCode;
     }
     const command = parseArguments(argv);
     json = command.command !== 'help' && command.json;

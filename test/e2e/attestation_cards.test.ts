@@ -55,7 +55,7 @@ test.serial('AIK_AND_CERT: create, generate 9A, yubico-piv-tool attest; verify-a
   t.is(verified.code, 0, verified.stderr);
   t.regex(verified.stdout, /signed by the CA/);
   t.regex(verified.stdout, /AIK issuance policy: ek-chain/);
-  t.regex(verified.stdout, /verified: key in slot 9a/);
+  t.regex(verified.stdout, /verified: the key in slot 9a/);
   const openssl = await runProgram('openssl', ['verify', '-CAfile', caPem, '-untrusted', aikPem, slotPem]);
   t.is(openssl.code, 0, openssl.stderr + openssl.stdout);
   // The same slot certificate does not verify against another trust anchor, nor when tampered.
@@ -70,6 +70,40 @@ test.serial('AIK_AND_CERT: create, generate 9A, yubico-piv-tool attest; verify-a
   t.regex(refused.stderr, /does not verify/);
   t.true((await readFile(join(ca!.stateDir, 'issued.jsonl'), 'utf8')).includes('"trust":"ek-chain"'));
 });
+
+const KEY_SLOTS: Record<string, string[]> = { RSA2048: ['9a', '9c', '9d', '9e'], ECCP256: ['82', '83', '84', '85'], ECCP384: ['86', '87', '88', '89'] };
+const ALGORITHM_NAMES: Record<string, string> = { RSA2048: 'rsa2048', ECCP256: 'eccp256', ECCP384: 'eccp384' };
+
+for (const algorithm of Object.keys(KEY_SLOTS)) {
+  test.serial(`${algorithm} with each PIN policy (slot default, never, once, always) attests and verifies (verify-attestation --json, openssl verify)`, async (t) => {
+    const reader = readerName(0);
+    const caPem = join(ca!.stateDir, 'ca.pem');
+    const aikPem = join(work.path, 'cert-aik.pem');
+    const givenPolicies = [undefined, 'never', 'once', 'always'];
+    for (const [i, slot] of KEY_SLOTS[algorithm]!.entries()) {
+      const given = givenPolicies[i];
+      const expected = given ?? (slot === '9c' ? 'always' : slot === '9e' ? 'never' : 'once');
+      const label = `${algorithm} in ${slot}, PIN policy ${given ?? `default (${expected})`}`;
+      const generated = await pivTool(stack!, reader, [`--key=${DEFAULT_MANAGEMENT_KEY}`, '-a', 'generate', '-s', slot, '-A', algorithm, ...(given ? [`--pin-policy=${given}`] : [])]);
+      t.is(generated.code, 0, `${label}: ${generated.stderr}`);
+      const attested = await pivTool(stack!, reader, ['-a', 'attest', '-s', slot]);
+      t.is(attested.code, 0, `${label}: ${attested.stderr}`);
+      const slotPem = join(work.path, `policy-${slot}.pem`);
+      await writeFile(slotPem, attested.stdout);
+      const verified = await stack!.cli(['verify-attestation', '--ca', caPem, slotPem, aikPem, '--slot', slot, '--json']);
+      t.is(verified.code, 0, `${label}: ${verified.stdout}${verified.stderr}`);
+      const report = JSON.parse(verified.stdout) as { verified: boolean; pinPolicy: string; slot: number; key: { algorithm: string; attributes: string[] }; checks: { result: string }[] };
+      t.true(report.verified, label);
+      t.is(report.pinPolicy, expected, label);
+      t.is(report.slot, parseInt(slot, 16), label);
+      t.is(report.key.algorithm, ALGORITHM_NAMES[algorithm], label);
+      t.true(['fixedTPM', 'fixedParent', 'sensitiveDataOrigin'].every((a) => report.key.attributes.includes(a)), label);
+      t.true(report.checks.every(({ result }) => result === 'passed'), label);
+      const openssl = await runProgram('openssl', ['verify', '-CAfile', caPem, '-untrusted', aikPem, slotPem]);
+      t.is(openssl.code, 0, `${label}: ${openssl.stderr}${openssl.stdout}`);
+    }
+  });
+}
 
 test.serial('AIK_ONLY: the self-issued AIK certificate anchors the attestation; two cards have different AIKs', async (t) => {
   const created = await stack!.cli([...CREATE_WITH_PUK, '/attestation', 'AIK_ONLY']);

@@ -8,7 +8,11 @@ import { REPO, projectProgram } from './stack.js';
 export interface CaProcess {
   url: string;
   stateDir: string;
+  /** Its stderr so far. */
   log(): string;
+  /** Its stdout so far: the access log, unless --access-log sends it to a file. */
+  accessLog(): string;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -19,6 +23,9 @@ export async function startCaProcess(stateDir: string, ekRoots: string, extraArg
     { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';
+  let access = '';
+  // Read stdout always: an unread pipe would fill and block the CA's (synchronous) log writes.
+  child.stdout!.on('data', (chunk: Buffer) => (access += chunk.toString()));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`tpmvsc-ca did not start:\n${log}`)), 30_000);
     child.stderr!.on('data', (chunk: Buffer) => {
@@ -38,6 +45,8 @@ export async function startCaProcess(stateDir: string, ekRoots: string, extraArg
     url,
     stateDir,
     log: () => log,
+    accessLog: () => access,
+    pid: child.pid!,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

@@ -9,7 +9,7 @@ import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { TpmVault } from '../../vault/tpm_vault.js';
 import { aikSubjectPublicKey, selfIssueAikCertificate, subjectCommonName } from '../../attestation/aik_certificate.js';
-import { TpmKeyAttestor } from '../../attestation/tpm_key_attestor.js';
+import { TpmKeyAttestor, slotCertificateCommonName } from '../../attestation/tpm_key_attestor.js';
 import { verifyAttestation } from '../../attestation/verify.js';
 import { AttestationError } from '../../attestation/attestation_error.js';
 import { OID_TPM_KEY_EVIDENCE } from '../../attestation/oids.js';
@@ -59,7 +59,7 @@ for (const [algorithm, authorization] of [['eccp256', 'pin'], ['eccp384', 'none'
     t.is(report.serial, SERIAL);
     t.true(report.selfIssued);
     t.is(report.aikTrust, 'self-issued');
-    t.true(report.checks.some((line) => line.includes('fixedTPM')));
+    t.true(report.checks.some(({ result, detail }) => result === 'passed' && detail.includes('fixedTPM')));
   });
 }
 
@@ -119,13 +119,13 @@ test.serial('evidence checks: a forged TPMS_ATTEST or evidence of another key is
   const issue = (evidence: Uint8Array, subjectPublicKey: Uint8Array): Promise<Uint8Array> =>
     buildCertificate(
       {
-        subjectCommonName: 'forged',
+        subjectCommonName: slotCertificateCommonName(0x9d),
         issuerCommonName: subjectCommonName(aikCertificate),
         subjectPublicKey,
         issuerPublicKey: aikSubjectPublicKey(vault),
         notBefore: new Date(Date.now() - 60_000),
         notAfter: new Date(Date.now() + 3_600_000),
-        isCa: false,
+        role: 'slot',
         extensions: [{ oid: OID_TPM_KEY_EVIDENCE, critical: false, value: evidence }],
       },
       (tbs) => vault.signWithAttestationKey(tbs),

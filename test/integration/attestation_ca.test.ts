@@ -8,24 +8,18 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Tpm, marshalPublic } from '../../tpm/index.js';
-import { TpmVault } from '../../vault/tpm_vault.js';
+import { marshalPublic } from '../../tpm/index.js';
 import { enrollAikWithCa } from '../../attestation/aik_certificate.js';
 import { AttestationError } from '../../attestation/attestation_error.js';
 import { CaClient } from '../../attestation/ca_client.js';
 import { marshalEkPublic, readEndorsementKey } from '../../attestation/endorsement.js';
 import { policiesOf, decodedOid } from '../../attestation/certificate_builder.js';
 import { OID_POLICY_EK_CHAIN } from '../../attestation/oids.js';
-import { startSwtpm, type SwtpmInstance } from '../helpers/swtpm.js';
 import { createLocalCa, provisionEkState } from '../helpers/swtpm_ek.js';
 import { startCaProcess, type CaProcess } from '../helpers/attestation_ca.js';
-import { encode, relaxDictionaryAttack } from './vault_fixture.js';
+import { startAttestingMachine, type AttestingMachine } from './vault_fixture.js';
 
-interface Machine {
-  sw: SwtpmInstance;
-  tpm: Tpm;
-  vault: TpmVault;
-}
+type Machine = AttestingMachine;
 
 let work: string;
 let ca: CaProcess | undefined;
@@ -35,12 +29,7 @@ let other: Machine;
 let untrusted: Machine;
 
 async function machine(stateDir: string): Promise<Machine> {
-  const sw = await startSwtpm({ stateDir });
-  const tpm = await Tpm.open({ tcti: sw.tcti });
-  await relaxDictionaryAttack(tpm);
-  const vault = await TpmVault.create(tpm, { pin: encode('12345678'), puk: undefined, managementKey: { algorithm: 'aes128', key: new Uint8Array(randomBytes(16)) } });
-  await vault.createAttestationKey();
-  const m = { sw, tpm, vault };
+  const m = await startAttestingMachine(stateDir);
   machines.push(m);
   return m;
 }

@@ -4,8 +4,9 @@
  * connected Tpm, and helpers to check TPM results with node:crypto.
  */
 import type { TestFn } from 'ava';
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { Tpm } from '../../tpm/index.js';
+import { TpmVault } from '../../vault/tpm_vault.js';
 import { startSwtpm, type SwtpmInstance } from '../helpers/swtpm.js';
 import type { PublicKey } from '../../applet/key_vault.js';
 
@@ -38,6 +39,20 @@ export async function stopTpm(fixture: TpmFixture | undefined): Promise<void> {
   if (!fixture) return;
   await fixture.tpm.close().catch(() => undefined);
   await fixture.sw.stop();
+}
+
+/** A machine of the attestation tests: a swtpm on `stateDir` (provisioned with EK certificates), a card with an AIK. */
+export interface AttestingMachine extends TpmFixture {
+  vault: TpmVault;
+}
+
+export async function startAttestingMachine(stateDir: string): Promise<AttestingMachine> {
+  const sw = await startSwtpm({ stateDir });
+  const tpm = await Tpm.open({ tcti: sw.tcti });
+  await relaxDictionaryAttack(tpm);
+  const vault = await TpmVault.create(tpm, { pin: encode('12345678'), puk: undefined, managementKey: { algorithm: 'aes128', key: new Uint8Array(randomBytes(16)) } });
+  await vault.createAttestationKey();
+  return { sw, tpm, vault };
 }
 
 /** One swtpm + Tpm for every test of a file: started before the first, stopped after the last. */
