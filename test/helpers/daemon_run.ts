@@ -8,7 +8,7 @@
  *   t.true(run.ready, run.log);
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readerPortRange, removeVpcdGuard } from '../../daemon/vpcd_guard.js';
@@ -24,12 +24,30 @@ export interface DaemonRun {
   log: string;
 }
 
-export async function runDaemonOnce(options: { tcti: string; stateDir?: string; args?: string[]; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<DaemonRun> {
+export interface DaemonRunOptions {
+  tcti: string;
+  stateDir?: string;
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+  /** Run as this user instead (setpriv, no supplementary groups); the work directory becomes theirs. */
+  runAs?: { uid: number; gid: number };
+}
+
+export async function runDaemonOnce(options: DaemonRunOptions): Promise<DaemonRun> {
   const workDir = await mkdtemp(join(tmpdir(), 'tpmvsc-daemon-'));
+  if (options.runAs) {
+    await chown(workDir, options.runAs.uid, options.runAs.gid);
+    await chmod(workDir, 0o700);
+  }
   // Free ports outside the ephemeral range, for the vpcd address the daemon is given (it connects to none).
   const vpcdPort = await findFreePortRange(2);
   try {
+    const node = options.runAs
+      ? ['setpriv', `--reuid=${options.runAs.uid}`, `--regid=${options.runAs.gid}`, '--clear-groups', '--', process.execPath]
+      : [process.execPath];
     const args = [
+      ...node.slice(1),
       ...projectProgram('daemon/main'),
       '--tcti', options.tcti,
       '--state-dir', options.stateDir ?? join(workDir, 'state'),
@@ -38,7 +56,7 @@ export async function runDaemonOnce(options: { tcti: string; stateDir?: string; 
       '--readers', '1',
       ...(options.args ?? []),
     ];
-    const child = spawn(process.execPath, args, { cwd: REPO, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(node[0]!, args, { cwd: REPO, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     let ready = false;
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
