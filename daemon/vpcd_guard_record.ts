@@ -13,12 +13,12 @@
  * holds for this boot and this network namespace only: rules die with either. What it cannot
  * tell: whether root deleted the table since (`nft flush ruleset`); the docs say so.
  */
-import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, open, rename, rm } from 'node:fs/promises';
+import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { TpmvscError } from '../common/errors.js';
+import { writeFileAtomic } from './atomic_file.js';
 import { bootId, describeRange, guardTableName, networkNamespaceId, type VpcdPortRange } from './vpcd_guard.js';
 
 export interface VpcdGuardRecord {
@@ -65,20 +65,9 @@ export async function writeGuardRecord(directory: string, range: VpcdPortRange, 
     bootId: await bootId(),
   };
   const path = guardRecordPath(directory, range);
-  const temporary = join(directory, `.vpcd-guard-${randomBytes(6).toString('hex')}.tmp`);
-  // O_EXCL|O_NOFOLLOW: the daemon's user owns the directory and must not steer root's write.
-  const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
-  try {
-    await handle.writeFile(`${JSON.stringify(record)}\n`);
-    await handle.chmod(0o644);
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(temporary, { force: true });
-    throw error;
-  }
-  await handle.close();
-  await rename(temporary, path);
+  // Created anew (O_EXCL) and renamed into place: the daemon's user owns the directory and must
+  // not steer root's write through a link.
+  await writeFileAtomic(path, `${JSON.stringify(record)}\n`, 0o644);
   return path;
 }
 

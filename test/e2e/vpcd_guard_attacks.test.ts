@@ -9,7 +9,7 @@
  * The same attacker against a daemon started with --allow-unprotected-vpcd takes a free reader,
  * reads the owner's PIN and is vpcd to the daemon: the attacks are real and the checks can fail.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -60,7 +60,7 @@ async function runScenario(name: string): Promise<{ reports: Reports; output: st
 }
 
 /** Every connect of the attacker was refused at once (ECONNREFUSED), on every address and port, many times. */
-function assertAllRefused(t: import('ava').ExecutionContext, attacker: AttackReport, ports: number[], what: string): void {
+function assertAllRefused(t: ExecutionContext, attacker: AttackReport, ports: number[], what: string): void {
   t.deepEqual(attacker.connected, [], `${what}: the attacker connected`);
   t.deepEqual(attacker.verify, [], `${what}: the attacker got a VERIFY`);
   t.is(attacker.frames, 0, `${what}: the attacker got vpcd frames`);
@@ -73,7 +73,7 @@ function assertAllRefused(t: import('ava').ExecutionContext, attacker: AttackRep
   }
 }
 
-function assertOwnerSigned(t: import('ava').ExecutionContext, owner: OwnerReport, what: string): void {
+function assertOwnerSigned(t: ExecutionContext, owner: OwnerReport, what: string): void {
   t.is(owner.verify, '9000', `${what}: owner login ${JSON.stringify(owner)}`);
   t.is(owner.sign, '9000', `${what}: owner signature ${JSON.stringify(owner)}`);
   t.true(owner.signatureValid, `${what}: the signature verifies with the card's public key`);
@@ -166,13 +166,24 @@ async function recordDirectory(): Promise<string> {
 
 const POOL = ['--vpcd', '127.0.0.1:470', '--readers', '2'];
 
-test('a daemon that cannot establish the guard brings no card up: exit 12, one line naming the fix (as nobody without root\'s record; as root without CAP_NET_ADMIN)', async (t) => {
+/** A private network namespace and a record directory, both removed when the test ends. */
+async function guardNamespace(t: ExecutionContext): Promise<{ netns: NetworkNamespace; dir: string }> {
   const netns = await startNetworkNamespace();
   const dir = await recordDirectory();
   t.teardown(async () => {
     await netns.stop();
     await rm(dir, { recursive: true, force: true });
   });
+  return { netns, dir };
+}
+
+/** `tpmvscd guard-vpcd --daemon-user nobody` as root in the namespace, its record in `dir`. */
+function guardVpcd(netns: NetworkNamespace, dir: string, pool: string[], socket = 'control.sock'): Promise<CommandResult> {
+  return netns.run(process.execPath, [...projectProgram('daemon/main'), 'guard-vpcd', '--daemon-user', 'nobody', '--socket', join(dir, socket), ...pool]);
+}
+
+test('a daemon that cannot establish the guard brings no card up: exit 12, one line naming the fix (as nobody without root\'s record; as root without CAP_NET_ADMIN)', async (t) => {
+  const { netns, dir } = await guardNamespace(t);
 
   const asNobody = await daemonIn(netns, AS_NOBODY, dir, POOL);
   t.is(asNobody.code, EXIT.vpcdUnguarded, asNobody.stderr);
@@ -199,13 +210,8 @@ test('--allow-unprotected-vpcd (or TPMVSC_ALLOW_UNPROTECTED_VPCD=1): a daemon th
 });
 
 test('guard-vpcd (the unit\'s root ExecStartPre) lets the daemon start as another user; a forged, mismatched, stale or foreign record is refused', async (t) => {
-  const netns = await startNetworkNamespace();
-  const dir = await recordDirectory();
-  t.teardown(async () => {
-    await netns.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-  const guard = (pool: string[] = POOL) => netns.run(process.execPath, [...projectProgram('daemon/main'), 'guard-vpcd', '--daemon-user', 'nobody', '--socket', join(dir, 'control.sock'), ...pool]);
+  const { netns, dir } = await guardNamespace(t);
+  const guard = (pool: string[] = POOL) => guardVpcd(netns, dir, pool);
   const record = join(dir, 'vpcd-guard-470-471.json');
 
   const installed = await guard();
@@ -273,14 +279,8 @@ const ROOT_LISTENER = 'import socket, threading\n' +
 const ROOT_CONNECT = 'import socket\ns = socket.socket(); s.settimeout(3)\ntry:\n  s.connect(("127.0.0.1", 470)); print("connected")\nexcept socket.timeout: print("timeout")\nexcept OSError as e: print(e.errno)\n';
 
 test('the rules, measured: only root and the daemon\'s user connect, on every local address; a non-root listener never completes a handshake (also below 1024 with ip_unprivileged_port_start=0); tables of two pools coexist; re-installing is idempotent; a range in the ephemeral range is reserved', async (t) => {
-  const netns = await startNetworkNamespace();
-  const dir = await recordDirectory();
-  t.teardown(async () => {
-    await netns.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-  const guard = (pool: string[], socket = 'control.sock') =>
-    netns.run(process.execPath, [...projectProgram('daemon/main'), 'guard-vpcd', '--daemon-user', 'nobody', '--socket', join(dir, socket), ...pool]);
+  const { netns, dir } = await guardNamespace(t);
+  const guard = (pool: string[], socket = 'control.sock') => guardVpcd(netns, dir, pool, socket);
   t.is((await guard(POOL)).code, 0);
 
   // vpcd stands-in: root listening on 0.0.0.0, ports 470 and 471.
