@@ -10,6 +10,7 @@
  *   8 not supported yet · 9 PIN/PUK/admin key rejected by policy or card
  *   10 /machine: the computer cannot be reached or logged in to over SSH
  *   11 /machine: tpmvsc (tpmvscmgr) is not installed on that computer
+ *   12 tpmvscd: the vpcd reader ports are not guarded against other local users (daemon/vpcd_guard.ts)
  */
 
 export const EXIT = {
@@ -25,6 +26,7 @@ export const EXIT = {
   rejected: 9,
   remoteUnreachable: 10,
   remoteNotInstalled: 11,
+  vpcdUnguarded: 12,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -72,6 +74,7 @@ export const ERROR_TABLE = {
   INTERNAL: { exit: EXIT.failure, message: 'Internal error' },
   REMOTE_UNREACHABLE: { exit: EXIT.remoteUnreachable, message: 'Cannot reach the computer over SSH' },
   REMOTE_NOT_INSTALLED: { exit: EXIT.remoteNotInstalled, message: 'tpmvsc is not installed on the computer' },
+  VPCD_UNGUARDED: { exit: EXIT.vpcdUnguarded, message: 'The vpcd reader ports are not guarded against other local users' },
 } as const satisfies Record<string, ErrorRow>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;

@@ -14,12 +14,14 @@ import { dirname, basename, join } from 'node:path';
 export const PRIVATE_FILE_MODE = 0o600;
 export const PRIVATE_DIR_MODE = 0o700;
 
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode: number = PRIVATE_FILE_MODE): Promise<void> {
   const directory = dirname(path);
   const temporary = join(directory, `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
-  const handle = await open(temporary, 'wx', PRIVATE_FILE_MODE);
+  // 'wx' is O_CREAT|O_EXCL: never an existing file, never through a symbolic link.
+  const handle = await open(temporary, 'wx', mode);
   try {
     await handle.writeFile(data);
+    if (mode !== PRIVATE_FILE_MODE) await handle.chmod(mode); // the umask may have narrowed it
     await handle.sync();
   } catch (error) {
     await handle.close();

@@ -3,6 +3,7 @@
  *
  *   tpmvscd [options]                                   run the daemon
  *   tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
+ *   tpmvscd guard-vpcd --daemon-user USER [--socket PATH] [pool options]
  *   tpmvscd --help | --version
  */
 import { join } from 'node:path';
@@ -11,15 +12,15 @@ import { TpmvscError } from '../common/errors.js';
 import { parseLoopbackAddress } from '../common/loopback_address.js';
 import { DEFAULT_PIN_LIFETIME, parsePinLifetime, PIN_LIFETIME_MAX_SECONDS, type PinLifetime } from '../common/pin_lifetime.js';
 import { DEFAULT_CONTROL_LIMITS, type ControlLimits } from './control_connection_limits.js';
-import type { ReaderNaming } from './reader_config.js';
+import { DEFAULT_BASE_PORT, type ReaderNaming } from './reader_config.js';
 
 export const DEFAULTS = {
   tcti: 'device:/dev/tpmrm0',
   stateDir: '/var/lib/tpmvsc',
   socketPath: DEFAULT_CONTROL_SOCKET,
   vpcdHost: '127.0.0.1',
-  /** vpcd's own port, 0x8C7B. */
-  vpcdPort: 35963,
+  /** Below 1024: only root (pcscd) may listen on a reader port (reader_config.ts). */
+  vpcdPort: DEFAULT_BASE_PORT,
   readers: 10,
   readerName: 'TPM Virtual Smart Card',
 } as const;
@@ -62,6 +63,8 @@ export interface RunConfig extends PoolConfig {
   pinLifetime: PinLifetime;
   /** Limits of the control socket. */
   control: ControlLimits;
+  /** The admin guards the vpcd ports another way: start without the guard (daemon/vpcd_guard.ts), warning at every start. */
+  allowUnprotectedVpcd: boolean;
 }
 
 /** The systemd credentials (LoadCredential=tpm-owner-auth:PATH) read when no option names a file. */
@@ -90,17 +93,27 @@ export interface RegisterReadersConfig extends PoolConfig {
   driverDir: string;
 }
 
+/** Root installs the vpcd guard for a daemon that will run as another user (systemd's ExecStartPre=+). */
+export interface GuardVpcdConfig extends PoolConfig {
+  command: 'guard-vpcd';
+  /** The user the daemon runs as (name or uid): let through, and the record is checked against it. */
+  daemonUser: string;
+  /** The daemon's control socket: the guard record goes into its directory. */
+  socketPath: string;
+}
+
 export interface HelpConfig {
   command: 'help';
 }
 
-export type DaemonConfig = RunConfig | RegisterReadersConfig | HelpConfig;
+export type DaemonConfig = RunConfig | RegisterReadersConfig | GuardVpcdConfig | HelpConfig;
 
 export const DAEMON_HELP = `tpmvscd: TPM virtual smart card daemon
 
 Usage:
   tpmvscd [options]
   tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
+  tpmvscd guard-vpcd --daemon-user USER [--socket PATH] [pool options]
   tpmvscd --help
 
 Options (each also read from the environment variable shown; the flag wins):
@@ -137,6 +150,11 @@ Options (each also read from the environment variable shown; the flag wins):
                                            card cannot tell who sends a command: whoever comes
                                            while the PIN is verified can use the owner's keys
                                            (default ${DEFAULT_PIN_LIFETIME.seconds}; see docs/CLIENTS.md)
+  --allow-unprotected-vpcd TPMVSC_ALLOW_UNPROTECTED_VPCD=1
+                                           start without the vpcd guard, because you keep other
+                                           local users off the reader ports another way. Without
+                                           the guard any local user can take a card's place and
+                                           read its PIN; the daemon logs a warning at every start
 
 Control socket limits (so no caller can tie up the daemon with idle connections):
   --max-control-connections N TPMVSC_MAX_CONTROL_CONNECTIONS
@@ -165,6 +183,17 @@ Pool options (daemon and register-readers):
 
 register-readers writes pcscd's reader configuration for the pool into --conf-dir and copies of
 the vpcd driver into --driver-dir, then exits; restart pcscd afterwards.
+
+The vpcd guard: before it connects any reader, the daemon makes sure only root (pcscd) and its
+own user can connect to the pool's reader ports (PORT .. PORT+readers-1, whole blocks of two), on
+every local address, and only root can send from them: an nftables table
+"inet tpmvsc_vpcd_<first>_<last>", left in place when the daemon exits. Run as root, it installs
+the table itself. Run as another user, it needs root to have run, with the same pool options and
+--socket,
+  tpmvscd guard-vpcd --daemon-user USER
+which installs the table letting USER through and writes a root-owned record beside the control
+socket (the systemd unit's ExecStartPre=+ does this). Without either the daemon exits with code 12
+and says what to do, unless --allow-unprotected-vpcd.
 `;
 
 function usage(detail: string): TpmvscError {
@@ -173,8 +202,11 @@ function usage(detail: string): TpmvscError {
 
 type FlagName =
   | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'reader-naming' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
-  | 'owner-auth-file' | 'endorsement-auth-file' | 'pin-lifetime'
+  | 'owner-auth-file' | 'endorsement-auth-file' | 'pin-lifetime' | 'allow-unprotected-vpcd' | 'daemon-user'
   | 'max-control-connections' | 'max-control-connections-per-user' | 'control-request-timeout';
+
+/** Flags that take no value. */
+const SWITCHES: readonly FlagName[] = ['allow-unprotected-vpcd'];
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   tcti: 'TPMVSC_TCTI',
@@ -192,17 +224,20 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   'max-control-connections': 'TPMVSC_MAX_CONTROL_CONNECTIONS',
   'max-control-connections-per-user': 'TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER',
   'control-request-timeout': 'TPMVSC_CONTROL_REQUEST_TIMEOUT',
+  'allow-unprotected-vpcd': 'TPMVSC_ALLOW_UNPROTECTED_VPCD',
 };
 
 const RUN_FLAGS: readonly FlagName[] = [
   'tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file', 'endorsement-auth-file',
-  'pin-lifetime', 'max-control-connections', 'max-control-connections-per-user', 'control-request-timeout',
+  'pin-lifetime', 'max-control-connections', 'max-control-connections-per-user', 'control-request-timeout', 'allow-unprotected-vpcd',
 ];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'reader-naming', 'conf-dir', 'driver-dir'];
+const GUARD_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'reader-naming', 'socket', 'daemon-user'];
+const COMMANDS = { 'register-readers': REGISTER_FLAGS, 'guard-vpcd': GUARD_FLAGS } as const;
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
 export function parseVpcdAddress(text: string, source: string): VpcdAddress {
-  return parseLoopbackAddress(text, source, { example: '127.0.0.1:35963', why: 'vpcd must not be reachable from the network' });
+  return parseLoopbackAddress(text, source, { example: `127.0.0.1:${DEFAULTS.vpcdPort}`, why: 'vpcd must not be reachable from the network' });
 }
 
 function parseReaders(text: string, source: string): number {
@@ -231,12 +266,12 @@ function requireValue(text: string, source: string): string {
  */
 export function parseDaemonArguments(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
   let tokens = [...argv];
-  let command: 'run' | 'register-readers' = 'run';
-  if (tokens[0] === 'register-readers') {
-    command = 'register-readers';
+  let command: 'run' | keyof typeof COMMANDS = 'run';
+  if (tokens[0] !== undefined && Object.hasOwn(COMMANDS, tokens[0])) {
+    command = tokens[0] as keyof typeof COMMANDS;
     tokens = tokens.slice(1);
   }
-  const allowed = command === 'run' ? RUN_FLAGS : REGISTER_FLAGS;
+  const allowed = command === 'run' ? RUN_FLAGS : COMMANDS[command];
   const flags = new Map<FlagName, { value: string; source: string }>();
   for (let index = 0; index < tokens.length; index += 1) {
     const token = tokens[index]!;
@@ -244,8 +279,13 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     if (!token.startsWith('--')) throw usage(`unexpected argument "${token.slice(0, 60)}" (see tpmvscd --help)`);
     const equals = token.indexOf('=');
     const name = (equals >= 0 ? token.slice(2, equals) : token.slice(2)) as FlagName;
-    if (!allowed.includes(name)) throw usage(`unknown option --${name.slice(0, 40)} for ${command === 'run' ? 'tpmvscd' : 'register-readers'} (see tpmvscd --help)`);
+    if (!allowed.includes(name)) throw usage(`unknown option --${name.slice(0, 40)} for ${command === 'run' ? 'tpmvscd' : command} (see tpmvscd --help)`);
     if (flags.has(name)) throw usage(`--${name} is given more than once`);
+    if (SWITCHES.includes(name)) {
+      if (equals >= 0) throw usage(`--${name} takes no value`);
+      flags.set(name, { value: 'yes', source: `--${name}` });
+      continue;
+    }
     let value: string | undefined;
     if (equals >= 0) value = token.slice(equals + 1);
     else {
@@ -285,12 +325,18 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     if (driverDir === undefined) throw usage('register-readers needs --driver-dir DIR (e.g. /usr/lib/tpmvsc/drivers)');
     return { command, ...pool, confDir, driverDir };
   }
+  const socketPath = setting('socket')?.value ?? DEFAULTS.socketPath;
+  if (command === 'guard-vpcd') {
+    const daemonUser = flags.get('daemon-user')?.value;
+    if (daemonUser === undefined) throw usage('guard-vpcd needs --daemon-user USER: the user tpmvscd runs as (e.g. tpmvsc)');
+    return { command, ...pool, socketPath, daemonUser };
+  }
   return {
     command,
     ...pool,
     tcti: setting('tcti')?.value ?? DEFAULTS.tcti,
     stateDir: setting('state-dir')?.value ?? DEFAULTS.stateDir,
-    socketPath: setting('socket')?.value ?? DEFAULTS.socketPath,
+    socketPath,
     tpmLockout: parseLockoutMode(setting('tpm-lockout')),
     attestationCa: parseAttestationCa(setting('attestation-ca')),
     ownerAuthFile: passwordSource(setting('owner-auth-file'), env, OWNER_AUTH_CREDENTIAL),
@@ -301,6 +347,7 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
       maxConnectionsPerUser: parseWholeNumber(setting('max-control-connections-per-user'), 1, 10_000) ?? DEFAULT_CONTROL_LIMITS.maxConnectionsPerUser,
       requestTimeoutMs: (parseWholeNumber(setting('control-request-timeout'), 1, 3600) ?? DEFAULT_CONTROL_LIMITS.requestTimeoutMs / 1000) * 1000,
     },
+    allowUnprotectedVpcd: parseYesNo(setting('allow-unprotected-vpcd')),
   };
 }
 
@@ -309,6 +356,15 @@ function parseWholeNumber(setting: { value: string; source: string } | undefined
   const value = Number(setting.value);
   if (!/^\d{1,6}$/.test(setting.value) || value < min || value > max) throw usage(`${setting.source} must be a whole number from ${min} to ${max}`);
   return value;
+}
+
+/** A switch, or its variable: 1/yes/true or 0/no/false. */
+function parseYesNo(setting: { value: string; source: string } | undefined): boolean {
+  if (setting === undefined) return false;
+  const value = setting.value.trim().toLowerCase();
+  if (value === '1' || value === 'yes' || value === 'true') return true;
+  if (value === '0' || value === 'no' || value === 'false') return false;
+  throw usage(`${setting.source} must be 1 or 0 (yes or no)`);
 }
 
 /** The option or variable wins; otherwise systemd's credential, if the service has a credentials directory. */

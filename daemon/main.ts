@@ -4,6 +4,7 @@
  *
  *   tpmvscd [--tcti T] [--state-dir D] [--socket S] [--vpcd HOST:PORT] [--readers N]
  *   tpmvscd register-readers --conf-dir DIR --driver-dir DIR [pool options]
+ *   tpmvscd guard-vpcd --daemon-user USER [--socket S] [pool options]
  *
  * Logs go to stderr, one line per event, from diagnostics channels; never a secret.
  */
@@ -19,6 +20,7 @@ import { DAEMON_HELP, OWNER_AUTH_CREDENTIAL, parseDaemonArguments, type TpmPassw
 import { readTpmPassword } from './tpm_password_file.js';
 import { registerReaders } from './reader_config.js';
 import { applyLockoutPolicy } from './tpm_lockout_policy.js';
+import { guardForDaemonUser, protectVpcdPorts } from './vpcd_port_protection.js';
 
 const LOG_CHANNELS = ['tpmvsc:cards', 'tpmvsc:control', 'tpmvsc:vpcd_link', 'tpmvsc:applet', 'tpmvsc:daemon'];
 
@@ -62,6 +64,8 @@ async function run(config: RunConfig): Promise<void> {
     subscribe(name, (message) => log(`${name.slice('tpmvsc:'.length)} ${JSON.stringify(message)}`));
   }
   process.umask(0o077);
+  // Before anything else, above all before a card connects to its reader (issue #12).
+  log(await protectVpcdPorts(config));
   const directory = new CardDirectory(config.stateDir);
   await directory.prepare();
   const ownerAuth = config.ownerAuthFile ? await readTpmPassword(config.ownerAuthFile) : undefined;
@@ -137,6 +141,9 @@ async function main(): Promise<void> {
       if (result.disabledStockConfig) process.stdout.write(`disabled stock ${result.disabledStockConfig}\n`);
       return;
     }
+    case 'guard-vpcd':
+      process.stdout.write(`${await guardForDaemonUser(config)}\n`);
+      return;
     case 'run':
       await run(config);
   }

@@ -6,9 +6,9 @@
  * block per driver instance:
  *
  *   FRIENDLYNAME "TPM Virtual Smart Card 0"
- *   DEVICENAME   /dev/null:35963
+ *   DEVICENAME   /dev/null:470
  *   LIBPATH      /usr/lib/pcsc/drivers/serial/libifdvpcd.so
- *   CHANNELID    0x8C7B
+ *   CHANNELID    0x1D6
  *
  * Facts of the vpcd driver (vsmartcard 3.3) and pcscd 1.9.9 that shape this file:
  * - One block serves 2 slots (a build-time constant of the driver): slot 0 listens on
@@ -21,8 +21,11 @@
  *   "<friendlyName> <b>" and pcscd shows "<friendlyName> <b> 00 0<slot % 2>".
  * - pcscd accepts at most 16 readers; Windows allows 10 virtual smart cards.
  *
- * The stock /etc/reader.conf.d/vpcd ("Virtual PCD" on port 35963, vpcd's default) would
- * fight our first block for port 35963. registerReaders() therefore neutralises a stock
+ * Our ports start at DEFAULT_BASE_PORT, below 1024, where only root (pcscd) may listen (the
+ * vpcd guard, vpcd_guard.ts, keeps everyone else from connecting). The stock
+ * /etc/reader.conf.d/vpcd ("Virtual PCD" on port 35963, vpcd's default) would give a second,
+ * unregistered pair of readers, or fight a pool moved to 35963 for its port: registerReaders()
+ * therefore neutralises a stock
  * `vpcd` file found in confDir by rewriting it as a comment that points here. The file is
  * a dpkg conffile: dpkg keeps a locally modified conffile on upgrades (it asks, or keeps
  * ours with --force-confold), and never silently re-enables it.
@@ -36,8 +39,15 @@ import { promisify } from 'node:util';
 
 import { TpmvscError } from '../common/errors.js';
 
-/** vpcd's default port, 0x8C7B. */
+/** vpcd's default port, 0x8C7B (the vsmartcard-vpcd package's own "Virtual PCD" pair). */
 export const VPCD_DEFAULT_PORT = 35963;
+/**
+ * Reader slot 0 of a tpmvsc pool; slot n is 470 + n, at most 485 (16 readers). Below 1024: only
+ * root may listen there (unless net.ipv4.ip_unprivileged_port_start says otherwise). Below 512:
+ * clear of the privileged ports bindresvport(), rresvport() and the kernel's NFS client pick
+ * (512/600/665..1023). Unused in Debian's /etc/services (netbase), which lists nothing from 466 to 486.
+ */
+export const DEFAULT_BASE_PORT = 470;
 /** Windows' limit of TPM virtual smart cards. */
 export const DEFAULT_READER_COUNT = 10;
 /** pcscd's limit of readers (PCSCLITE_MAX_READERS_CONTEXTS). */
@@ -64,7 +74,7 @@ export interface RegisterReadersOptions {
   driverDir: string;
   /** Readers in the pool, 1..16 (rounded up to even: a block has 2 slots). Default 10. */
   readers?: number;
-  /** Port of reader slot 0. Default 35963 (vpcd's). */
+  /** Port of reader slot 0. Default DEFAULT_BASE_PORT (470). */
   basePort?: number;
   /** Friendly name prefix of the readers. Default "TPM Virtual Smart Card". */
   friendlyName?: string;
@@ -124,7 +134,7 @@ function checkBasePort(basePort: number, readers: number): void {
 }
 
 /** The TCP port of reader slot n: basePort + n. */
-export function portOf(slot: number, basePort: number = VPCD_DEFAULT_PORT): number {
+export function portOf(slot: number, basePort: number = DEFAULT_BASE_PORT): number {
   checkSlot(slot);
   checkBasePort(basePort, slot + 1);
   return basePort + slot;
@@ -236,7 +246,7 @@ export function renderReaderConfig(blocks: readonly ConfigBlock[]): string {
 
 const DISABLED_STOCK_CONFIG = `${MARKER}
 # The stock vsmartcard-vpcd reader ("Virtual PCD" on port 35963) is disabled: tpmvsc's
-# readers use vpcd's ports, see ${CONFIG_FILE_NAME} in this directory. To give the port
+# readers replace it, see ${CONFIG_FILE_NAME} in this directory. To give the port
 # back, remove ${CONFIG_FILE_NAME} and reinstall vsmartcard-vpcd's configuration.
 `;
 
@@ -275,7 +285,7 @@ export async function registerReaders(options: RegisterReadersOptions): Promise<
   }
   const blocks = Math.ceil(requested / SLOTS_PER_BLOCK);
   const readers = blocks * SLOTS_PER_BLOCK;
-  const basePort = options.basePort ?? VPCD_DEFAULT_PORT;
+  const basePort = options.basePort ?? DEFAULT_BASE_PORT;
   checkBasePort(basePort, readers);
   const friendlyName = options.friendlyName ?? DEFAULT_FRIENDLY_NAME;
   checkFriendlyName(friendlyName);

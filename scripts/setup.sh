@@ -20,6 +20,8 @@ DEBIAN_PACKAGES=(
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus
   # isolation and service checks
   util-linux iproute2 systemd openssl
+  # the vpcd guard: tpmvscd's nftables table keeps other local users off the reader ports
+  nftables
 )
 
 missing=()

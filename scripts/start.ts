@@ -4,9 +4,11 @@
  * - TPM: /dev/tpmrm0 when this user can use it, else a private swtpm whose state
  *   lives under the user's data directory (so the demo card survives restarts).
  *   TPMVSC_TCTI overrides the choice.
- * - pcscd: when none runs, starts one with the project's readers; when one runs, uses
- *   the readers that `tpmvscd register-readers` installed (or the stock vpcd reader).
- * - tpmvscd on both, a demo card when there is none, copy-paste commands to use it.
+ * - pcscd: when none runs, starts one (without --auto-exit) with the project's readers; when
+ *   one runs, uses the readers that `tpmvscd register-readers` installed (or the stock vpcd reader).
+ * - tpmvscd on both, a demo card when there is none, copy-paste commands to use it. The
+ *   daemon guards the reader ports (daemon/vpcd_guard.ts), which takes root: as another user
+ *   npm start stops with one line naming the fix, unless TPMVSC_ALLOW_UNPROTECTED_VPCD=1.
  * Runs until Ctrl-C, then stops what it started (and only that).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,7 +18,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSwtpmProcess, type SwtpmProcess } from '../tpm/swtpm_process.js';
-import { registerReaders, readerName, DEFAULT_FRIENDLY_NAME, VPCD_DEFAULT_PORT, type ReaderNaming } from '../daemon/reader_config.js';
+import { registerReaders, readerName, DEFAULT_BASE_PORT, DEFAULT_FRIENDLY_NAME, VPCD_DEFAULT_PORT, type ReaderNaming } from '../daemon/reader_config.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PCSCD_SOCKET = '/run/pcscd/pcscd.comm';
@@ -110,6 +112,13 @@ function runToEnd(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: numbe
 }
 
 async function main(): Promise<void> {
+  // The daemon refuses to bring cards up on unguarded reader ports, and only root can guard them:
+  // say so before starting anything.
+  const allowUnprotected = /^(1|yes|true)$/i.test(process.env.TPMVSC_ALLOW_UNPROTECTED_VPCD ?? '');
+  if (process.getuid?.() !== 0 && !allowUnprotected) {
+    throw new Error('only root can guard the vpcd reader ports against other local users (README, "Who can reach a card"): ' +
+      'run `sudo npm start`, or set TPMVSC_ALLOW_UNPROTECTED_VPCD=1 if you keep them off those ports another way');
+  }
   const dataDir = dataDirectory();
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const stopActions: Array<() => Promise<void>> = [];
@@ -143,8 +152,8 @@ async function main(): Promise<void> {
       if (process.getuid?.() !== 0) {
         throw new Error('pcscd is not running and only root can start it: run `sudo npm start`, or start pcscd');
       }
-      // TPMVSC_VPCD (host:port, as for tpmvscd) moves the readers off vpcd's default port.
-      const port = Number(/:(\d+)$/.exec(process.env.TPMVSC_VPCD ?? '')?.[1] ?? VPCD_DEFAULT_PORT);
+      // TPMVSC_VPCD (host:port, as for tpmvscd) moves the readers off the default ports.
+      const port = Number(/:(\d+)$/.exec(process.env.TPMVSC_VPCD ?? '')?.[1] ?? DEFAULT_BASE_PORT);
       readers = { basePort: port, count: DEMO_READERS, friendlyName: DEFAULT_FRIENDLY_NAME, naming: 'numbered' };
       const confDir = join(dataDir, 'reader.conf.d');
       await registerReaders({
@@ -164,7 +173,7 @@ async function main(): Promise<void> {
       say(`pcscd: started with readers "${readerName(0, readers.friendlyName)}" ...`);
     }
 
-    // 3. The daemon.
+    // 3. The daemon (which guards the reader ports before it connects any).
     const socketPath = join(dataDir, 'control.sock');
     const env = { ...process.env, TPMVSC_SOCKET: socketPath };
     const daemon = spawn(

@@ -13,7 +13,10 @@
  * or call useInThisProcess() before the first PC/SC call of an in-process client.
  *
  * The vpcd driver listens on 0.0.0.0 on its ports (network namespaces are not separated):
- * the ports are chosen free at run time below the ephemeral range.
+ * the ports are chosen free at run time below the ephemeral range. A daemon run as root on them
+ * installs the vpcd guard's nftables table for the range (daemon/vpcd_guard.ts) and leaves it
+ * in place, as in production: the namespace shell deletes that table when it ends, so every
+ * harness removes its own table, also when the test process dies.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
@@ -23,6 +26,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { registerReaders, readerName as poolReaderName, SLOTS_PER_BLOCK, type ReaderNaming } from '../../daemon/reader_config.js';
+import { guardTableName, readerPortRange } from '../../daemon/vpcd_guard.js';
 
 export interface StartPcscdOptions {
   /** Readers in the pool (rounded up to even). Default 2. */
@@ -66,6 +70,10 @@ export interface PcscdInstance {
   useInThisProcess(): void;
   /** Stops pcscd (SIGTERM, waits for it) and starts it again. */
   restart(): Promise<void>;
+  /** Stops pcscd only (its ports are free until startPcscd()). */
+  stopPcscd(): Promise<void>;
+  /** Starts pcscd again after stopPcscd(); waits for its socket and every reader port. */
+  startPcscd(): Promise<void>;
   /** Stops pcscd and the namespace, removes the temp dir. Idempotent. */
   stop(): Promise<void>;
   /** pcscd's stderr so far (for failure messages). */
@@ -96,8 +104,9 @@ os.execvp(sys.argv[4], sys.argv[4:])
 
 /**
  * The shell that owns the namespace: $1 conf dir, $2 log file, $3 temp dir to remove on
- * exit (covers a test process killed before its cleanup), $4 the socket activator. Commands on
- * stdin: \`start FLAGS\`, \`activate MODE GID FLAGS\` (pcscd on a socket made as systemd would), \`stop\`.
+ * exit (covers a test process killed before its cleanup), $4 the socket activator, $5 the vpcd
+ * guard table of the ports, deleted on exit. Commands on stdin: \`start FLAGS\`,
+ * \`activate MODE GID FLAGS\` (pcscd on a socket made as systemd would), \`stop\`.
  */
 const NAMESPACE_SHELL = `
 set -u
@@ -105,12 +114,19 @@ conf=$1
 log=$2
 tmp=$3
 activator=$4
+guard=$5
 mkdir -p /run/pcscd && mount -t tmpfs -o mode=0755,size=1m tpmvsc-pcscd /run/pcscd || { echo "error mount"; exit 1; }
 pid=
 stop_pcscd() {
   if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; fi
 }
-trap 'stop_pcscd; rm -rf "$tmp"; exit 0' TERM INT HUP
+cleanup() {
+  stop_pcscd
+  rm -rf "$tmp"
+  # By its path: npx puts node_modules/.bin first, where @vercel/nft has a program named nft.
+  /usr/sbin/nft delete table $guard 2>/dev/null
+}
+trap 'cleanup; exit 0' TERM INT HUP
 echo ready
 while read -r cmd flags; do
   case $cmd in
@@ -130,8 +146,7 @@ while read -r cmd flags; do
     stop) stop_pcscd; echo stopped;;
   esac
 done
-stop_pcscd
-rm -rf "$tmp"
+cleanup
 `;
 
 /** [low, high] of the kernel's ephemeral port range. */
@@ -335,7 +350,8 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     const naming = options.naming ?? 'numbered';
     await registerReaders({ confDir, driverDir: path.join(tempDir, 'drivers'), readers, basePort, friendlyName, naming });
     const logFile = path.join(tempDir, 'pcscd.log');
-    const shell = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir, SOCKET_ACTIVATOR], {
+    const guardTable = guardTableName(readerPortRange(basePort, readers));
+    const shell = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir, SOCKET_ACTIVATOR, guardTable], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const spawnError = new Promise<never>((_, reject) => shell.once('error', reject));

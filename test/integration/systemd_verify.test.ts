@@ -28,7 +28,8 @@ test('systemd-analyze verify accepts tpmvscd.service and the pcscd drop-in witho
   await chmod(fakeDaemon, 0o755);
   const unit = await readFile(join(SYSTEMD, 'tpmvscd.service'), 'utf8');
   t.regex(unit, /^ExecStart=\/usr\/bin\/tpmvscd$/m);
-  await writeFile(join(dir, 'tpmvscd.service'), unit.replace(/^ExecStart=.*$/m, `ExecStart=${fakeDaemon}`));
+  t.regex(unit, /^ExecStartPre=\+\/usr\/bin\/tpmvscd guard-vpcd --daemon-user tpmvsc$/m);
+  await writeFile(join(dir, 'tpmvscd.service'), unit.replaceAll('/usr/bin/tpmvscd', fakeDaemon));
   await mkdir(join(dir, 'pcscd.service.d'));
   await copyFile(join(SYSTEMD, 'pcscd.service.d', 'tpmvsc.conf'), join(dir, 'pcscd.service.d', 'tpmvsc.conf'));
   await copyFile('/lib/systemd/system/pcscd.service', join(dir, 'pcscd.service'));
@@ -115,7 +116,11 @@ test('the daemon unit carries the hardening the design relies on', async (t) => 
     t.true(unit.split('\n').includes(line), line);
   }
   t.false(/^ProtectProc=invisible/m.test(unit), 'the peer check reads /proc/<pid>/status');
+  t.true(unit.split('\n').includes('RestartPreventExitStatus=12'), 'an unguarded start is not retried');
   const dropIn = await readFile(join(SYSTEMD, 'pcscd.service.d', 'tpmvsc.conf'), 'utf8');
+  // pcscd without --auto-exit: Debian's ExecStart reset, then the same command without it.
+  t.regex(dropIn, /^ExecStart=\nExecStart=\/usr\/sbin\/pcscd --foreground \$PCSCD_ARGS$/m);
+  t.false(/^ExecStart=.*--auto-exit/m.test(dropIn));
   t.regex(dropIn, /^IPAddressDeny=any$/m);
   t.regex(dropIn, /^IPAddressAllow=localhost$/m);
 });

@@ -15,7 +15,7 @@ import {
   portOf,
   readerName,
   registerReaders,
-  VPCD_DEFAULT_PORT,
+  DEFAULT_BASE_PORT,
 } from '../../daemon/reader_config.js';
 
 async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
@@ -50,9 +50,9 @@ for (const row of nameRows) {
 }
 
 test('portOf: slot n listens on basePort + n', (t) => {
-  t.is(portOf(0), VPCD_DEFAULT_PORT);
-  t.is(portOf(0), 0x8c7b);
-  t.is(portOf(9), VPCD_DEFAULT_PORT + 9);
+  t.is(portOf(0), DEFAULT_BASE_PORT);
+  t.is(portOf(0), 470);
+  t.is(portOf(9), DEFAULT_BASE_PORT + 9);
   t.is(portOf(3, 40000), 40003);
   t.throws(() => portOf(15, 65530), { instanceOf: TpmvscError });
 });

@@ -8,7 +8,7 @@ test('defaults', (t) => {
     tcti: 'device:/dev/tpmrm0',
     stateDir: '/var/lib/tpmvsc',
     socketPath: '/run/tpmvsc/control.sock',
-    vpcd: { host: '127.0.0.1', port: 35963 },
+    vpcd: { host: '127.0.0.1', port: 470 },
     readers: 10,
     readerName: 'TPM Virtual Smart Card',
     readerNaming: 'numbered',
@@ -18,6 +18,7 @@ test('defaults', (t) => {
     endorsementAuthFile: undefined,
     pinLifetime: { seconds: 30, once: false },
     control: { maxConnections: 64, maxConnectionsPerUser: 16, requestTimeoutMs: 10_000 },
+    allowUnprotectedVpcd: false,
   });
 });
 
@@ -45,6 +46,30 @@ test('control socket limits: flags, environment, bounds', (t) => {
   }
   t.throws(() => parseDaemonArguments([], { TPMVSC_MAX_CONTROL_CONNECTIONS: 'many' }), { message: /TPMVSC_MAX_CONTROL_CONNECTIONS must be a whole number/ });
   t.throws(() => parseDaemonArguments(['register-readers', '--conf-dir', '/c', '--driver-dir', '/d', '--max-control-connections', '3'], {}), { message: /unknown option/ });
+});
+
+test('--allow-unprotected-vpcd is a switch, also TPMVSC_ALLOW_UNPROTECTED_VPCD=1', (t) => {
+  t.like(parseDaemonArguments(['--allow-unprotected-vpcd'], {}), { allowUnprotectedVpcd: true });
+  t.like(parseDaemonArguments(['--allow-unprotected-vpcd', '--readers', '2'], {}), { allowUnprotectedVpcd: true, readers: 2 });
+  t.like(parseDaemonArguments([], { TPMVSC_ALLOW_UNPROTECTED_VPCD: '1' }), { allowUnprotectedVpcd: true });
+  t.like(parseDaemonArguments([], { TPMVSC_ALLOW_UNPROTECTED_VPCD: 'yes' }), { allowUnprotectedVpcd: true });
+  t.like(parseDaemonArguments([], { TPMVSC_ALLOW_UNPROTECTED_VPCD: '0' }), { allowUnprotectedVpcd: false });
+  t.throws(() => parseDaemonArguments([], { TPMVSC_ALLOW_UNPROTECTED_VPCD: 'maybe' }), { message: /TPMVSC_ALLOW_UNPROTECTED_VPCD must be 1 or 0/ });
+  t.throws(() => parseDaemonArguments(['--allow-unprotected-vpcd=1'], {}), { message: /takes no value/ });
+});
+
+test('guard-vpcd: the pool, the socket (its directory gets the record) and the daemon user', (t) => {
+  t.deepEqual(parseDaemonArguments(['guard-vpcd', '--daemon-user', 'tpmvsc'], { TPMVSC_READERS: '4', TPMVSC_SOCKET: '/run/x/control.sock' }), {
+    command: 'guard-vpcd',
+    daemonUser: 'tpmvsc',
+    socketPath: '/run/x/control.sock',
+    readers: 4,
+    vpcd: { host: DEFAULTS.vpcdHost, port: DEFAULTS.vpcdPort },
+    readerName: DEFAULTS.readerName,
+    readerNaming: 'numbered',
+  });
+  t.throws(() => parseDaemonArguments(['guard-vpcd'], {}), { message: /guard-vpcd needs --daemon-user USER/ });
+  t.throws(() => parseDaemonArguments(['guard-vpcd', '--daemon-user', 'x', '--tcti', 'y'], {}), { message: /unknown option --tcti for guard-vpcd/ });
 });
 
 test('--attestation-ca takes an http(s) URL, also from TPMVSC_ATTESTATION_CA', (t) => {
@@ -93,7 +118,8 @@ test('register-readers', (t) => {
 
 test('--help', (t) => {
   t.deepEqual(parseDaemonArguments(['--help'], {}), { command: 'help' });
-  for (const flag of ['--tcti', '--state-dir', '--socket', '--vpcd', '--readers', '--reader-name', '--reader-naming', 'register-readers', 'TPMVSC_VPCD', '--max-control-connections', 'TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER', 'TPMVSC_CONTROL_REQUEST_TIMEOUT']) t.true(DAEMON_HELP.includes(flag), flag);
+  for (const flag of ['--tcti', '--state-dir', '--socket', '--vpcd', '--readers', '--reader-name', '--reader-naming', 'register-readers', 'TPMVSC_VPCD', '--max-control-connections', 'TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER', 'TPMVSC_CONTROL_REQUEST_TIMEOUT',
+    'guard-vpcd', '--daemon-user', '--allow-unprotected-vpcd', 'TPMVSC_ALLOW_UNPROTECTED_VPCD', 'code 12', '127.0.0.1:470']) t.true(DAEMON_HELP.includes(flag), flag);
 });
 
 const refused: Array<{ name: string; argv: string[]; env?: Record<string, string>; want: RegExp }> = [
