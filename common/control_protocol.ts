@@ -92,7 +92,8 @@ export interface CardSummary {
 /**
  * A card's link to its vpcd reader slot (daemon/vpcd_link.ts):
  *   present     vpcd asked the card's ATR over this link: the card is in its reader
- *   unserved    TCP connected, but vpcd has not served the link (yet): not in the reader
+ *   unserved    vpcd does not serve the link (yet): connected but left in vpcd's accept queue,
+ *               or the queue is full; not in the reader
  *   connecting  no TCP connection (pcscd down, port closed): retrying
  *   stopped     the daemon took the card out (destroy, shutdown)
  */

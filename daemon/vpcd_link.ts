@@ -21,9 +21,10 @@
  * Presence is proven, not assumed: vpcd keeps listening (backlog) while it serves another
  * connection, so a TCP connect may complete in the kernel's accept queue and never be
  * served. The card counts as in its reader only once vpcd has asked its ATR over THIS
- * connection ('present'). A connect that takes longer than connectTimeoutMs, or a
- * connection vpcd does not serve within servedTimeoutMs, is closed and retried with
- * backoff; the state and the reason are in status() and on the diagnostics channel.
+ * connection ('present'). A connection vpcd does not serve within servedTimeoutMs, or a
+ * connect that takes longer than connectTimeoutMs (on loopback: the accept queue is full,
+ * typically with our previous unserved connection), is closed and retried with backoff;
+ * the state ('unserved') and the reason are in status() and on the diagnostics channel.
  *
  * Latency: the driver writes length and payload with two send() calls, so each frame is
  * written here with ONE write, with TCP_NODELAY, and TCP_QUICKACK is re-armed after every
@@ -73,7 +74,7 @@ export interface VpcdLinkOptions {
 }
 
 /** Why a connection ended. */
-export type DisconnectReason = 'peer_closed' | 'socket_error' | 'protocol_error' | 'closed_by_card' | 'not_served';
+export type DisconnectReason = 'peer_closed' | 'socket_error' | 'protocol_error' | 'closed_by_card' | 'not_served' | 'connect_timeout';
 
 export interface VpcdLinkEvents {
   /** A TCP connection to the driver's port is open (not yet proof of anything). */
@@ -226,7 +227,7 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     this.connection = null;
     if (this.linkState !== 'unserved') this.setState('connecting', this.problem);
     // Refused at once when nobody listens; a full accept queue drops the SYN and would hang.
-    const connectTimer = setTimeout(() => this.drop(socket, 'socket_error', `no TCP connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs);
+    const connectTimer = setTimeout(() => this.drop(socket, 'connect_timeout', `no TCP connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs);
     let servedTimer: NodeJS.Timeout | null = null;
 
     socket.on('connect', () => {
@@ -242,7 +243,8 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
       });
       this.connection = connection;
       socket.on('data', (chunk: Buffer) => connection.onData(chunk));
-      if (this.linkState !== 'unserved') this.setState('unserved', null);
+      // Not served yet (vpcd takes a new connection at its next poll, within ~400 ms).
+      if (this.linkState !== 'unserved') this.setState('unserved', this.explain('not_served', ''));
       servedTimer = setTimeout(() => {
         this.drop(socket, 'not_served', `vpcd did not ask the card's ATR within ${this.servedTimeoutMs} ms of the TCP connection (its port is held by another connection, or it is not vpcd)`);
       }, this.servedTimeoutMs);
@@ -265,8 +267,9 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
       }
       const reason = failure?.reason ?? (this.closeRequested ? 'closed_by_card' : 'peer_closed');
       const detail = failure?.detail ?? '';
-      if (ours && !this.closeRequested) this.setState(reason === 'not_served' ? 'unserved' : 'connecting', this.explain(reason, detail));
-      if (reason === 'not_served' && !this.unservedReported) {
+      const unserved = reason === 'not_served' || reason === 'connect_timeout';
+      if (ours && !this.closeRequested) this.setState(unserved ? 'unserved' : 'connecting', this.explain(reason, detail));
+      if (unserved && !this.unservedReported) {
         this.unservedReported = true;
         this.publish('unserved', detail);
       }
@@ -292,6 +295,9 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     switch (reason) {
       case 'not_served':
         return 'connected, not served by vpcd';
+      case 'connect_timeout':
+        // On loopback a listening port answers at once, unless its accept queue is full.
+        return `not served by vpcd: port ${this.port} accepts no new connection, another connection holds the reader`;
       case 'socket_error':
         return detail === 'ECONNREFUSED' ? `nobody listens on vpcd port ${this.port} (pcscd down, or not configured for this reader)` : `vpcd port ${this.port}: ${detail}`;
       case 'protocol_error':

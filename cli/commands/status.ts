@@ -13,7 +13,7 @@ function linkWords(link: ReaderLinkStatus): string {
     case 'present':
       return 'in the reader';
     case 'unserved':
-      return `connected, not served by vpcd, ${since}`;
+      return `${link.problem ?? 'connected, not served by vpcd'}, ${since}`;
     case 'connecting':
       return `not in the reader, ${since}: ${link.problem ?? 'connecting to vpcd'}`;
     default:

@@ -59,6 +59,9 @@ export interface PcscdInstance {
   useInThisProcess(): void;
   /** Stops pcscd (SIGTERM, waits for it) and starts it again. */
   restart(): Promise<void>;
+  /** Stops pcscd only (its ports close); startPcscd() brings it back in the same namespace. */
+  stopPcscd(): Promise<void>;
+  startPcscd(): Promise<void>;
   /** Stops pcscd and the namespace, removes the temp dir. Idempotent. */
   stop(): Promise<void>;
   /** pcscd's stderr so far (for failure messages). */
