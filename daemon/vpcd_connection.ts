@@ -120,6 +120,8 @@ export class VpcdConnection {
   private doubtTimer: NodeJS.Timeout | null = null;
   private readonly idleTimer: NodeJS.Timeout;
   private activityAtLastIdleCheck = -1;
+  /** When an idle check last saw activity change (performance.now()). */
+  private lastActiveAt = performance.now();
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -129,7 +131,7 @@ export class VpcdConnection {
     private readonly hooks: VpcdConnectionHooks,
   ) {
     // A frame counter checked by an interval costs the APDU path nothing (no timer per frame).
-    this.idleTimer = setInterval(() => this.checkIdle(), options.idleMs);
+    this.idleTimer = setInterval(() => this.checkIdle(), options.idleMs / 4);
     this.idleTimer.unref();
   }
 
@@ -325,11 +327,15 @@ export class VpcdConnection {
     this.doubtTimer.unref();
   }
 
-  /** Step 5: no frame for a whole idleMs period while nothing is pending. */
+  /** Step 5: no frame or reply for idleMs (seen within a quarter of it) while nothing is pending. */
   private checkIdle(): void {
-    const silent = this.activity === this.activityAtLastIdleCheck;
-    this.activityAtLastIdleCheck = this.activity;
-    if (!silent || this.closed || !this.served || this.replyOwed || this.doubt) return;
+    const now = performance.now();
+    if (this.activity !== this.activityAtLastIdleCheck || this.replyOwed) {
+      this.activityAtLastIdleCheck = this.activity;
+      this.lastActiveAt = now;
+      return;
+    }
+    if (now - this.lastActiveAt < this.options.idleMs || this.closed || !this.served || this.doubt) return;
     this.doubt = { kind: 'silence' };
     this.resolveDoubt(this.doubt, this.options.idleMs);
   }
