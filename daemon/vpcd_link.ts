@@ -229,11 +229,12 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     // Refused at once when nobody listens; a full accept queue drops the SYN and would hang.
     const connectTimer = setTimeout(() => this.drop(socket, 'connect_timeout', `no TCP connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs);
     let servedTimer: NodeJS.Timeout | null = null;
+    let connection: VpcdConnection | null = null;
 
     socket.on('connect', () => {
       clearTimeout(connectTimer);
       if (this.quickAck) armQuickAck(socket);
-      const connection = new VpcdConnection(socket, this.card, this.connectionOptions, {
+      connection = new VpcdConnection(socket, this.card, this.connectionOptions, {
         atrAnswered: (afterPowerUp) => {
           if (this.linkState !== 'present' && this.socket === socket) this.onServed(servedTimer);
           if (afterPowerUp) this.emit('powered');
@@ -242,7 +243,8 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
         notice: (event, detail) => this.publish(event, detail),
       });
       this.connection = connection;
-      socket.on('data', (chunk: Buffer) => connection.onData(chunk));
+      const onData = connection.onData.bind(connection);
+      socket.on('data', onData);
       // Not served yet (vpcd takes a new connection at its next poll, within ~400 ms).
       if (this.linkState !== 'unserved') this.setState('unserved', this.explain('not_served', ''));
       servedTimer = setTimeout(() => {
@@ -257,11 +259,11 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     socket.on('close', () => {
       clearTimeout(connectTimer);
       if (servedTimer) clearTimeout(servedTimer);
+      connection?.dispose();
       const ours = this.socket === socket;
       const wasPresent = ours && this.linkState === 'present';
       const failure = this.failures.get(socket);
       if (ours) {
-        this.connection?.dispose();
         this.connection = null;
         this.socket = null;
       }
