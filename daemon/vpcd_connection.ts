@@ -290,7 +290,8 @@ export class VpcdConnection {
     this.doubtTimer = setTimeout(
       () => {
         this.doubtTimer = null;
-        if (this.doubt === doubt && !this.closed) this.violate(`vpcd silent for ${this.options.fallbackSilenceMs} ms and no way to tell whether it waits for a reply: connection reset`);
+        if (this.doubt !== doubt || this.closed) return;
+        this.violate(`vpcd silent for ${this.options.fallbackSilenceMs} ms and no way to tell whether it waits for a reply: connection reset`);
       },
       Math.max(0, this.options.fallbackSilenceMs - silentMs),
     );
@@ -314,7 +315,8 @@ export class VpcdConnection {
       this.doubt = null;
       this.controlRun = 0;
       const command = doubt.kind === 'control' ? Uint8Array.of(doubt.byte) : new Uint8Array(0);
-      this.hooks.notice('apdu_answered', doubt.kind === 'control' ? `a 1-byte APDU ${command[0]!.toString(16).padStart(2, '0')} (vpcd waits for its answer)` : 'a zero-length APDU (vpcd waits for its answer)');
+      const what = doubt.kind === 'control' ? `a 1-byte APDU ${doubt.byte.toString(16).padStart(2, '0')}` : 'a zero-length APDU';
+      this.hooks.notice('apdu_answered', `${what} (vpcd waits for its answer)`);
       this.transmit(command);
       return;
     }

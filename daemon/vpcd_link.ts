@@ -247,9 +247,8 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
       socket.on('data', onData);
       // Not served yet (vpcd takes a new connection at its next poll, within ~400 ms).
       if (this.linkState !== 'unserved') this.setState('unserved', this.explain('not_served', ''));
-      servedTimer = setTimeout(() => {
-        this.drop(socket, 'not_served', `vpcd did not ask the card's ATR within ${this.servedTimeoutMs} ms of the TCP connection (its port is held by another connection, or it is not vpcd)`);
-      }, this.servedTimeoutMs);
+      const notServed = `vpcd did not ask the card's ATR within ${this.servedTimeoutMs} ms of the TCP connection`;
+      servedTimer = setTimeout(() => this.drop(socket, 'not_served', `${notServed} (another connection holds its port, or it is not vpcd)`), this.servedTimeoutMs);
       if (!this.unservedReported) this.publish('connected');
       this.emit('connected');
     });
@@ -301,7 +300,8 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
         // On loopback a listening port answers at once, unless its accept queue is full.
         return `not served by vpcd: port ${this.port} accepts no new connection, another connection holds the reader`;
       case 'socket_error':
-        return detail === 'ECONNREFUSED' ? `nobody listens on vpcd port ${this.port} (pcscd down, or not configured for this reader)` : `vpcd port ${this.port}: ${detail}`;
+        if (detail === 'ECONNREFUSED') return `nobody listens on vpcd port ${this.port} (pcscd down, or not configured for this reader)`;
+        return `vpcd port ${this.port}: ${detail}`;
       case 'protocol_error':
         return `the peer broke the vpcd protocol: ${detail}`;
       default:

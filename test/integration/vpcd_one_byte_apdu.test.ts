@@ -51,9 +51,10 @@ interface Sent {
 
 /** Sends raw APDUs as uid nobody through pcscd; one result per APDU. */
 async function sendAsNobody(apdus: string[]): Promise<Sent[]> {
+  const asNobody = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'];
   const result = await runProgram(
     'nsenter',
-    ['--target', String(stack.pcscd.namespacePid), '--mount', '--', 'setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '/usr/bin/python3', SENDER, reader, ...apdus],
+    ['--target', String(stack.pcscd.namespacePid), '--mount', '--', ...asNobody, '/usr/bin/python3', SENDER, reader, ...apdus],
     // Inside the namespace pcscd's socket is at its default path, open to every user.
     { timeoutMs: 120_000, env: { ...process.env, PCSCLITE_CSOCK_NAME: '/run/pcscd/pcscd.comm' } },
   );

@@ -18,7 +18,8 @@ import test from 'ava';
 import { encodeFrame, FrameReader } from '../../daemon/frame_reader.js';
 import { defaultAtr } from '../../applet/piv_applet.js';
 import { TEST_ATR } from '../helpers/echo_card.js';
-import { runProgram, startStack, type Stack } from '../helpers/stack.js';
+import { startStack, type Stack } from '../helpers/stack.js';
+import { vaultTpmObjects } from '../helpers/vault_tpm_objects.js';
 
 const CREATE = ['create', '/name', 'Card', '/AdminKey', 'DEFAULT', '/PIN', 'DEFAULT', '/generate'];
 
@@ -43,16 +44,6 @@ async function squat(port: number): Promise<{ served: Promise<void>; leave: () =
   });
   await new Promise((resolve) => socket.once('connect', resolve));
   return { served, leave: () => socket.destroy() };
-}
-
-/** Vault objects in the TPM (read with tpm2-tools while the daemon is stopped: swtpm takes one client). */
-async function vaultTpmObjects(stack: Stack): Promise<string[]> {
-  const found: string[] = [];
-  for (const kind of ['handles-persistent', 'handles-nv-index']) {
-    const { stdout } = await runProgram('tpm2_getcap', ['-T', stack.swtpm.tcti, kind]);
-    found.push(...stdout.split('\n').map((line) => line.replace(/^-\s*/, '').trim()).filter((h) => /^0x(811563|0?11563)/i.test(h)));
-  }
-  return found;
 }
 
 interface StatusJson {
