@@ -135,11 +135,6 @@ export class VpcdConnection {
     this.idleTimer.unref();
   }
 
-  /** True once vpcd has asked the ATR over this connection. */
-  get isServed(): boolean {
-    return this.served;
-  }
-
   /** Every chunk read from the socket. */
   onData(chunk: Buffer): void {
     if (this.closed) return;
@@ -155,10 +150,10 @@ export class VpcdConnection {
         return this.violate(error instanceof VpcdFrameError ? error.message : String(error));
       }
       if (!frame) break;
-      const replied = this.handleFrame(frame);
+      const expectsReply = this.handleFrame(frame);
       if (this.closed) return;
       // vpcd reads the reply before it sends anything else: bytes that came with the command did not wait for it.
-      if ((replied || this.replyOwed) && this.reader.buffered > 0) {
+      if (expectsReply && this.reader.buffered > 0) {
         return this.violate('vpcd sent a command before reading the reply to the previous one');
       }
     }
@@ -178,7 +173,7 @@ export class VpcdConnection {
     this.clearDoubt();
   }
 
-  /** Handles one frame; true when a reply went out synchronously. */
+  /** Handles one frame; true when it is a command (vpcd now waits for a reply). */
   private handleFrame(frame: Buffer): boolean {
     this.activity++;
     // Whatever came before this frame did not leave vpcd waiting (step 2).
@@ -197,17 +192,17 @@ export class VpcdConnection {
       if (byte === Control.PowerOff || byte === Control.PowerOn || byte === Control.Reset) {
         if (++this.controlRun > MAX_CONTROL_RUN) {
           this.violate(`${this.controlRun} control bytes in a row`);
-          return false;
+        } else {
+          this.powerEvent(byte);
+          this.doubt = { kind: 'control', byte };
         }
-        this.powerEvent(byte);
-        this.doubt = { kind: 'control', byte };
         return false;
       }
       // Any other single byte can only be a client's 1-byte APDU: vpcd waits for its answer.
     }
     this.controlRun = 0;
     this.transmit(frame);
-    return false;
+    return true;
   }
 
   private powerEvent(control: Control.PowerOff | Control.PowerOn | Control.Reset): void {

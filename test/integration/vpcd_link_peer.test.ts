@@ -287,7 +287,7 @@ test('close() waits for the APDU in flight, then leaves and stops reconnecting',
   const { vpcd, driver, link } = await setup(t, card);
   t.is(await driver.command('04'), ATR);
   const answer = driver.command(GET_DATA);
-  await sleep(20); // the APDU is with the card now
+  while (card.commands === 0) await sleep(2); // the APDU is with the card now
   const closed = link.close();
   t.is(await answer, GET_DATA_REPLY, 'the answer still arrives');
   await driver.waitEnded();
