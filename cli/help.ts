@@ -107,7 +107,9 @@ Lists the virtual smart cards: instance ID, name, PC/SC reader, PUK, creation ti
 const STATUS = `tpmvscmgr status [/instance <device instance ID>] [/machine <machine name>] [/json]
 
 Shows the daemon (version, TPM, reader pool) and the state of every card, or of one card:
-reader link, PIN and PUK tries left, keys.`;
+reader link, PIN and PUK tries left, keys. The reader link is "in the reader" once vpcd has
+asked the card's ATR over it; "connected, not served by vpcd" when another connection holds
+the reader's port; otherwise "not in the reader" and why (e.g. pcscd down).`;
 
 const UNBLOCK = `tpmvscmgr unblock [/quiet] /instance <device instance ID> /AdminKey {DEFAULT | PROMPT}
     [/PIN {DEFAULT | PROMPT}] [/machine <machine name>] [/?]

@@ -101,9 +101,28 @@ export interface CardSummary {
   createdAt: string;
 }
 
+/**
+ * A card's link to its vpcd reader slot (daemon/vpcd_link.ts):
+ *   present     vpcd asked the card's ATR over this link: the card is in its reader
+ *   unserved    vpcd does not serve the link (yet): connected but left in vpcd's accept queue,
+ *               or the queue is full; not in the reader
+ *   connecting  no TCP connection (pcscd down, port closed): retrying
+ *   stopped     the daemon took the card out (destroy, shutdown)
+ */
+export type ReaderLinkState = 'present' | 'unserved' | 'connecting' | 'stopped';
+
+export interface ReaderLinkStatus {
+  state: ReaderLinkState;
+  /** When the link entered this state (ISO 8601). */
+  since: string;
+  /** Why the card is not in its reader, in words; null when present or not known. */
+  problem: string | null;
+}
+
 export interface CardStatus extends CardSummary {
-  /** The vpcd link is connected to pcscd. */
+  /** The card is in its reader: vpcd serves its link (link.state 'present'). */
   connected: boolean;
+  link: ReaderLinkStatus;
   pinTriesRemaining: number;
   pinTriesTotal: number;
   pukTriesRemaining: number | null;

@@ -70,6 +70,7 @@ export const ERROR_TABLE = {
     message: 'tpmvscd has too many open control connections',
   },
   CREATE_FAILED: { exit: EXIT.failure, message: 'Unable to create TPM Smart Card.' },
+  READER_NOT_SERVED: { exit: EXIT.failure, message: 'The new card did not appear in its reader; nothing was kept' },
   ATTESTATION_INVALID: { exit: EXIT.failure, message: 'The attestation does not verify' },
   INTERNAL: { exit: EXIT.failure, message: 'Internal error' },
   REMOTE_UNREACHABLE: { exit: EXIT.remoteUnreachable, message: 'Cannot reach the computer over SSH' },

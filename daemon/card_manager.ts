@@ -244,7 +244,11 @@ export class CardManager implements CardManagerApi {
       progress(PROGRESS.creatingReader);
       hosted = this.host(file, vault);
       progress(PROGRESS.waitingForDevice);
-      await hosted.waitInserted(this.options.insertTimeoutMs ?? 3000);
+      const insertTimeoutMs = this.options.insertTimeoutMs ?? 3000;
+      if (!(await hosted.waitInserted(insertTimeoutMs, signal))) {
+        signal.throwIfAborted();
+        throw new TpmvscError('READER_NOT_SERVED', notInsertedCause(hosted, insertTimeoutMs));
+      }
       signal.throwIfAborted();
       progress(PROGRESS.authenticating);
       progress(PROGRESS.created);
@@ -319,6 +323,7 @@ export class CardManager implements CardManagerApi {
       statuses.push({
         ...this.summary(card),
         connected: card.connected,
+        link: card.linkStatus,
         pinTriesRemaining: pin.remaining,
         pinTriesTotal: pin.total,
         pukTriesRemaining: puk ? puk.remaining : null,
@@ -381,11 +386,24 @@ function rootCause(error: unknown): unknown {
   return current;
 }
 
+/** Why a new card did not show in pcscd, from its link's state: one line naming the likely cause. */
+function notInsertedCause(card: HostedCard, timeoutMs: number): string {
+  const { state, problem } = card.linkStatus;
+  const where = `reader "${card.readerName}" (vpcd port ${card.port})`;
+  if (state === 'unserved') {
+    return `${where}: connected, not served by vpcd within ${timeoutMs} ms (another connection holds the port, or what listens there is not pcscd's vpcd)`;
+  }
+  if (state === 'connecting') {
+    return `${where}: ${problem ?? 'no connection to vpcd'}; is pcscd running with the tpmvsc readers (tpmvscd register-readers)?`;
+  }
+  return `${where}: pcscd did not power the card on within ${timeoutMs} ms`;
+}
+
 /** Maps vault/TPM failures to control errors without leaking anything secret. */
 function toControlError(error: unknown, fallback: 'CREATE_FAILED'): TpmvscError {
   if (error instanceof TpmvscError) {
     if (error.code === 'TPM_LOCKOUT' || error.code === 'TPM_FAILURE' || error.code === 'TPM_UNAVAILABLE' || error.code === 'TPM_ENDORSEMENT_AUTH') return error;
-    if (error.code === 'READER_LIMIT' || error.code === 'NOT_SUPPORTED') return error;
+    if (error.code === 'READER_LIMIT' || error.code === 'NOT_SUPPORTED' || error.code === 'READER_NOT_SERVED') return error;
     return new TpmvscError(fallback, error.detail ?? error.message, { cause: error });
   }
   return new TpmvscError(fallback, error instanceof Error ? error.message : undefined, { cause: error });

@@ -35,34 +35,36 @@ export function encodeFrame(payload: Uint8Array): Buffer {
 }
 
 /**
- * Incremental decoder. push() every chunk read from the socket; it returns the frames
- * completed by that chunk, in order. A zero-length frame is malformed for a card (vpcd
- * never sends one) and throws VpcdFrameError; after an error the reader must be discarded.
+ * Incremental decoder: push() every chunk read from the socket, then take complete frames
+ * one at a time with next(), so that a caller can stop at the first frame it refuses
+ * without decoding (or keeping) the rest of a flood. It holds only the bytes pushed and
+ * not yet taken. A zero-length frame is malformed for a card (vpcd never sends one) and
+ * throws VpcdFrameError; after an error the reader must be discarded.
  */
 export class FrameReader {
   private pending: Buffer[] = [];
   private pendingLength = 0;
 
-  /** Bytes received but not yet part of a complete frame. */
+  /** Bytes received but not yet taken as a frame. */
   get buffered(): number {
     return this.pendingLength;
   }
 
-  push(chunk: Uint8Array): Buffer[] {
-    if (chunk.length > 0) {
-      this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-      this.pendingLength += chunk.length;
-    }
-    const frames: Buffer[] = [];
-    while (this.pendingLength >= HEADER_LENGTH) {
-      const head = this.peekHeader();
-      if (head === 0) throw new VpcdFrameError('zero-length frame');
-      if (this.pendingLength < HEADER_LENGTH + head) break;
-      const whole = this.take(HEADER_LENGTH + head);
-      // Copy: the payload outlives the socket's chunk and may be kept by the card.
-      frames.push(Buffer.from(whole.subarray(HEADER_LENGTH)));
-    }
-    return frames;
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.pending.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    this.pendingLength += chunk.length;
+  }
+
+  /** The payload of the next complete frame, or undefined until one is complete. */
+  next(): Buffer | undefined {
+    if (this.pendingLength < HEADER_LENGTH) return undefined;
+    const head = this.peekHeader();
+    if (head === 0) throw new VpcdFrameError('zero-length frame');
+    if (this.pendingLength < HEADER_LENGTH + head) return undefined;
+    const whole = this.take(HEADER_LENGTH + head);
+    // Copy: the payload outlives the socket's chunk and may be kept by the card.
+    return Buffer.from(whole.subarray(HEADER_LENGTH));
   }
 
   private peekHeader(): number {

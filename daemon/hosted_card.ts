@@ -4,6 +4,7 @@
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { EventEmitter, once } from 'node:events';
+import type { ReaderLinkStatus } from '../common/control_protocol.js';
 import type { SmartCard } from '../common/smart_card.js';
 import type { PivCardState } from '../applet/piv_state.js';
 import type { PinLifetime } from '../common/pin_lifetime.js';
@@ -32,6 +33,8 @@ export interface HostedCardOptions {
 export class HostedCard {
   readonly slot: number;
   readonly readerName: string;
+  /** vpcd port of the reader slot. */
+  readonly port: number;
   readonly applet: PivApplet;
   readonly vault: TpmVault;
   private file: CardFile<PivCardState>;
@@ -51,6 +54,7 @@ export class HostedCard {
   constructor(options: HostedCardOptions) {
     this.slot = options.file.slot;
     this.readerName = options.readerName;
+    this.port = options.port;
     this.file = options.file;
     this.vault = options.vault;
     const directory = options.directory;
@@ -113,8 +117,13 @@ export class HostedCard {
     return this.file.createdAt;
   }
 
+  /** In its reader: vpcd serves the card's link. */
   get connected(): boolean {
     return this.link.connected;
+  }
+
+  get linkStatus(): ReaderLinkStatus {
+    return this.link.status();
   }
 
   /** Puts the card in its reader (connects, and reconnects whenever pcscd restarts). */
@@ -123,15 +132,16 @@ export class HostedCard {
   }
 
   /**
-   * Resolves when pcscd has seen the card (it powers a new card on and reads its ATR; the
-   * link reports the answered ATR), or after `timeoutMs` (pcscd may be down: the card
-   * appears when it comes up). No extra wait: measured with fresh SCardGetStatusChange polls,
-   * pcscd lists the card within ~0.3 ms of that reply, less than the answer to the CLI takes.
+   * Resolves true when pcscd has seen the card (it powers a new card on and reads its ATR
+   * over this very link), false after `timeoutMs` or when `signal` aborts. No extra wait:
+   * measured with fresh SCardGetStatusChange polls, pcscd lists the card within ~0.3 ms of
+   * that reply, less than the answer to the CLI takes.
    */
-  async waitInserted(timeoutMs: number): Promise<boolean> {
+  async waitInserted(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (this.link.connected && this.poweredSinceConnect) return true;
+    const timeout = AbortSignal.timeout(timeoutMs);
     try {
-      await once(this.reader, 'present', { signal: AbortSignal.timeout(timeoutMs) });
+      await once(this.reader, 'present', { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
       return true;
     } catch {
       return false;

@@ -8,41 +8,21 @@
  * out immediately. Linux leaves quick-ACK mode on its own (e.g. whenever the socket
  * sends), so callers re-arm it after every write and every read.
  *
- * Node has no API for the option and exposes the descriptor only through the
- * internal `socket._handle.fd`. Everything here fails soft: when the option cannot
- * be set (no koffi, no libc, no fd) the link still works, only slower, and one
- * diagnostic is published on the `tpmvsc:tcp_quickack` channel.
+ * Node has no API for the option (libc_socket.ts calls libc). Everything here fails
+ * soft: when the option cannot be set (no koffi, no libc, no fd) the link still works,
+ * only slower, and one diagnostic is published on the `tpmvsc:tcp_quickack` channel.
  */
 import { channel } from 'node:diagnostics_channel';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 
-/** <netinet/in.h> and <netinet/tcp.h> on Linux. */
-const IPPROTO_TCP = 6;
+import { IPPROTO_TCP, libcSocket, libcSocketFailure, socketFd } from './libc_socket.js';
+
+/** <netinet/tcp.h> on Linux. */
 const TCP_QUICKACK = 12;
 
 /** Published once when quick-ACK cannot be used: `{ reason: string }`. */
 export const quickAckChannel = channel('tpmvsc:tcp_quickack');
 
-type SetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: number) => number;
-type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: Buffer) => number;
-
-interface SockOptFunctions {
-  setsockopt: SetSockOpt;
-  getsockopt: GetSockOpt;
-}
-
-/** Minimal view of koffi's API that this module uses. */
-interface KoffiLike {
-  load(path: string): { func(declaration: string): (...args: unknown[]) => unknown };
-}
-
-/** Node's internal handle of a TCP socket; `fd` is -1 (or absent) until connected. */
-interface SocketWithHandle {
-  _handle?: { fd?: unknown } | null;
-}
-
-let sockOpts: SockOptFunctions | null | undefined;
 let reportedFailure = false;
 const ON = Buffer.from(new Int32Array([1]).buffer);
 const OFF = Buffer.from(new Int32Array([0]).buffer);
@@ -51,33 +31,6 @@ function reportOnce(reason: string): void {
   if (reportedFailure) return;
   reportedFailure = true;
   if (quickAckChannel.hasSubscribers) quickAckChannel.publish({ reason });
-}
-
-/** Loads koffi and binds libc's setsockopt/getsockopt on first use; null when impossible. */
-function loadSockOpts(): SockOptFunctions | null {
-  if (sockOpts !== undefined) return sockOpts;
-  sockOpts = null;
-  if (process.platform !== 'linux') {
-    reportOnce(`TCP_QUICKACK is Linux-only (platform ${process.platform})`);
-    return null;
-  }
-  try {
-    const require = createRequire(import.meta.url);
-    const koffi = require('koffi') as KoffiLike;
-    const libc = koffi.load('libc.so.6');
-    const set = libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t length)');
-    const get = libc.func('int getsockopt(int fd, int level, int name, void *value, void *length)');
-    sockOpts = { setsockopt: set as SetSockOpt, getsockopt: get as GetSockOpt };
-  } catch (error) {
-    reportOnce(`cannot bind libc setsockopt through koffi: ${error instanceof Error ? error.message : String(error)}`);
-  }
-  return sockOpts;
-}
-
-/** The OS file descriptor of a connected socket, or undefined when Node does not expose it. */
-export function socketFd(socket: Socket): number | undefined {
-  const fd = (socket as unknown as SocketWithHandle)._handle?.fd;
-  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
 }
 
 /**
@@ -93,8 +46,11 @@ export function armQuickAck(socket: Socket): boolean {
  * default for interactive traffic). Returns false, without throwing, when it could not.
  */
 export function setQuickAck(socket: Socket, enabled: boolean): boolean {
-  const functions = loadSockOpts();
-  if (!functions) return false;
+  const functions = libcSocket();
+  if (!functions) {
+    reportOnce(libcSocketFailure());
+    return false;
+  }
   const fd = socketFd(socket);
   if (fd === undefined) {
     // A socket that is closing has no fd any more: not worth a diagnostic.
@@ -113,7 +69,7 @@ export function setQuickAck(socket: Socket, enabled: boolean): boolean {
  * quick-ACK mode). Undefined when it cannot be read. For tests and diagnostics.
  */
 export function readQuickAck(socket: Socket): boolean | undefined {
-  const functions = loadSockOpts();
+  const functions = libcSocket();
   const fd = socketFd(socket);
   if (!functions || fd === undefined) return undefined;
   const value = Buffer.alloc(4);

@@ -2,56 +2,49 @@
  * The link between one card and one reader slot of vsmartcard's vpcd driver
  * (https://frankmorgner.github.io/vsmartcard/virtualsmartcard/api.html).
  *
- * pcscd's vpcd driver LISTENS on a TCP port per slot; the card CONNECTS to it. While
- * the card is connected and answering, the reader shows it as present; closing the
- * socket removes it. Messages (both directions) are framed by frame_reader.ts:
+ * pcscd's vpcd driver LISTENS on a TCP port per slot; the card CONNECTS to it. Messages
+ * (both directions) are framed by frame_reader.ts:
  *
  *   vpcd -> card  len=1  00          power off            (no reply)
- *                 len=1  01          power on             (no reply)
- *                 len=1  02          reset                (no reply)
+ *                 len=1  01          power on             (no reply; GET ATR follows at once)
+ *                 len=1  02          reset                (no reply; GET ATR follows at once)
  *                 len=1  04          get ATR              -> reply: ATR bytes
+ *                 len=1  other       a client's 1-byte APDU -> reply: R-APDU
  *                 len>1  C-APDU                           -> reply: R-APDU (data || SW1 SW2)
+ *                 (nothing)          a client's 0-byte APDU -> reply: R-APDU
  *
- * The driver waits for a reply with no timeout, one APDU at a time. It polls with
- * GET ATR about every 400 ms per slot.
+ * vpcd sends one command and reads one reply, with no timeout; it polls with GET ATR about
+ * every 400 ms per slot. A 1-byte APDU 00/01/02 looks like a control byte and an empty APDU
+ * sends nothing: vpcd_connection.ts tells them apart from the kernel's socket queues,
+ * never by guessing, and bounds what a peer can make the daemon hold.
  *
- * One-byte APDUs: the driver forwards a client's 1-byte C-APDU as a 1-byte message, which
- * reads as a control byte, and then waits for a reply that a control byte never gets: the
- * reader would hang for good. A real power on or reset is followed at once by GET ATR,
- * a real power off by the next poll; so when a no-reply control byte is followed by
- * silence (oneByteApduTimeoutMs), the driver must be waiting on such an APDU, and the link
- * drops the connection (the client's transmit fails, the card comes back at once). A
- * reply could not be safe: were the guess wrong, every later answer would be off by one.
+ * Presence is proven, not assumed: vpcd keeps listening (backlog) while it serves another
+ * connection, so a TCP connect may complete in the kernel's accept queue and never be
+ * served. The card counts as in its reader only once vpcd has asked its ATR over THIS
+ * connection ('present'). A connection vpcd does not serve within servedTimeoutMs, or a
+ * connect that takes longer than connectTimeoutMs (on loopback: the accept queue is full,
+ * typically with our previous unserved connection), is closed and retried with backoff;
+ * the state ('unserved') and the reason are in status() and on the diagnostics channel.
  *
- * Latency: the driver writes length and payload with two send() calls, so each
- * frame is written here with ONE write, with TCP_NODELAY, and TCP_QUICKACK is re-armed
- * after every read and write (tcp_quickack.ts); without that every APDU takes ~40 ms.
+ * Latency: the driver writes length and payload with two send() calls, so each frame is
+ * written here with ONE write, with TCP_NODELAY, and TCP_QUICKACK is re-armed after every
+ * read and write (tcp_quickack.ts); without that every APDU takes ~40 ms.
  */
 import { channel } from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 
+import type { ReaderLinkState, ReaderLinkStatus } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 import type { SmartCard } from '../common/smart_card.js';
-import { encodeFrame, FrameReader, MAX_FRAME_PAYLOAD, VpcdFrameError } from './frame_reader.js';
 import { armQuickAck } from './tcp_quickack.js';
-
-/** Control bytes, the payload of every 1-byte message from vpcd. */
-const enum Control {
-  PowerOff = 0x00,
-  PowerOn = 0x01,
-  Reset = 0x02,
-  GetAtr = 0x04,
-}
-
-/** ISO 7816-4 "no precise diagnosis": answered when the card misbehaves. */
-const SW_NO_PRECISE_DIAGNOSIS = Uint8Array.of(0x6f, 0x00);
+import { VpcdConnection } from './vpcd_connection.js';
 
 /** How the link waits between connection attempts. */
 export interface ReconnectBackoff {
   /** First delay after a failure, in ms. Default 50. */
   initialMs: number;
-  /** Delays double up to this, in ms; reset after a successful connection. Default 1000. */
+  /** Delays double up to this, in ms; reset once vpcd serves a connection. Default 1000. */
   maxMs: number;
 }
 
@@ -66,19 +59,29 @@ export interface VpcdLinkOptions {
   quickAck?: boolean;
   /** Reconnection delays. Default 50 ms doubling to 1000 ms. */
   backoff?: Partial<ReconnectBackoff>;
+  /** How long a TCP connect may take, in ms. Default 2000. */
+  connectTimeoutMs?: number;
+  /** How long vpcd may take to ask the ATR of a new connection before it is closed, in ms. Default 2000. */
+  servedTimeoutMs?: number;
   /** How long close() waits for vpcd to acknowledge the disconnection, in ms. Default 1000. */
   closeTimeoutMs?: number;
-  /** Silence after a power off/on/reset that means a 1-byte APDU is waiting (see above), in ms. Default 1500. */
-  oneByteApduTimeoutMs?: number;
+  /** Silence after 00/01/02 before the link finds out whether vpcd waits for a reply, in ms. Default 50. */
+  controlGraceMs?: number;
+  /** Silence with nothing pending after which the link looks for a zero-length APDU, in ms. Default 2000. */
+  idleProbeMs?: number;
+  /** Without a socket-queue probe: silence after 00/01/02 that ends the connection, in ms. Default 1500. */
+  fallbackSilenceMs?: number;
 }
 
 /** Why a connection ended. */
-export type DisconnectReason = 'peer_closed' | 'socket_error' | 'protocol_error' | 'closed_by_card';
+export type DisconnectReason = 'peer_closed' | 'socket_error' | 'protocol_error' | 'closed_by_card' | 'not_served' | 'connect_timeout';
 
 export interface VpcdLinkEvents {
-  /** Connected to the driver: the card is (about to be) present in its reader. */
+  /** A TCP connection to the driver's port is open (not yet proof of anything). */
   connected: [];
-  /** The connection ended: the card is absent until the next `connected`. */
+  /** vpcd asked the ATR over this connection: the card is in its reader. */
+  served: [];
+  /** The connection ended: the card is absent until the next `served`. */
   disconnected: [reason: DisconnectReason, detail: string];
   /**
    * The driver powered the card on (or reset it) and the link has answered the GET ATR that
@@ -88,20 +91,15 @@ export interface VpcdLinkEvents {
 }
 
 /**
- * Diagnostics, one message per event: `{ port, event, detail? }` where event is
- * 'connected' | 'disconnected' | 'protocol_error' | 'card_error' | 'closed'.
+ * Diagnostics, one message per event: `{ port, event, detail? }`. A card whose slot vpcd
+ * does not serve reports 'unserved' once, not for every retry, and 'served' when it is.
  */
 export const vpcdLinkChannel = channel('tpmvsc:vpcd_link');
 
 export interface VpcdLinkDiagnostic {
   port: number;
-  event: 'connected' | 'disconnected' | 'protocol_error' | 'card_error' | 'closed';
+  event: 'connected' | 'served' | 'unserved' | 'disconnected' | 'protocol_error' | 'card_error' | 'apdu_answered' | 'closed';
   detail?: string;
-}
-
-interface QueuedFrame {
-  socket: net.Socket;
-  payload: Buffer;
 }
 
 function isLoopback(host: string): boolean {
@@ -110,8 +108,8 @@ function isLoopback(host: string): boolean {
 }
 
 /**
- * Serves one SmartCard in one vpcd slot: connects, answers frames one at a time in
- * order, reconnects with backoff when pcscd restarts, and leaves the reader on close().
+ * Serves one SmartCard in one vpcd slot: connects, proves that vpcd serves the connection,
+ * reconnects with backoff when pcscd restarts, and leaves the reader on close().
  */
 export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
   readonly port: number;
@@ -119,26 +117,24 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
   private readonly card: SmartCard;
   private readonly quickAck: boolean;
   private readonly backoff: ReconnectBackoff;
+  private readonly connectTimeoutMs: number;
+  private readonly servedTimeoutMs: number;
   private readonly closeTimeoutMs: number;
-  private readonly oneByteApduTimeoutMs: number;
+  private readonly connectionOptions: ConstructorParameters<typeof VpcdConnection>[2];
 
   private socket: net.Socket | null = null;
-  private reader = new FrameReader();
-  private isConnected = false;
+  private connection: VpcdConnection | null = null;
   private started = false;
   /** Set by close(): no new connection, no reconnection. */
   private closeRequested = false;
   private closing: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
-  /** Armed after a no-reply control byte; any next frame disarms it (see oneByteApduTimeoutMs). */
-  private followUpTimer: NodeJS.Timeout | null = null;
   private nextDelayMs: number;
-
-  /** Frames received and not yet handled, across connections: the card sees one at a time. */
-  private readonly queue: QueuedFrame[] = [];
-  private draining: Promise<void> | null = null;
-  /** A power-on or reset was handled and its ATR not read yet (the driver reads it right after). */
-  private atrAwaited = false;
+  private linkState: ReaderLinkState = 'stopped';
+  private stateSince = Date.now();
+  private problem: string | null = null;
+  /** 'unserved' was reported and no connection has been served since. */
+  private unservedReported = false;
   /** Why a connection is being dropped by us, read when its socket closes. */
   private readonly failures = new WeakMap<net.Socket, { reason: DisconnectReason; detail: string }>();
 
@@ -154,14 +150,26 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     this.card = options.card;
     this.quickAck = options.quickAck ?? true;
     this.backoff = { initialMs: options.backoff?.initialMs ?? 50, maxMs: options.backoff?.maxMs ?? 1000 };
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+    this.servedTimeoutMs = options.servedTimeoutMs ?? 2000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 1000;
-    this.oneByteApduTimeoutMs = options.oneByteApduTimeoutMs ?? 1500;
+    this.connectionOptions = {
+      quickAck: this.quickAck,
+      graceMs: options.controlGraceMs ?? 50,
+      idleMs: options.idleProbeMs ?? 2000,
+      fallbackSilenceMs: options.fallbackSilenceMs ?? 1500,
+    };
     this.nextDelayMs = this.backoff.initialMs;
   }
 
-  /** True while a connection to the driver is open. */
+  /** True while vpcd serves this link: the card is in its reader. */
   get connected(): boolean {
-    return this.isConnected;
+    return this.linkState === 'present';
+  }
+
+  /** Where the link stands, since when, and the last reason it is not in the reader. */
+  status(): ReaderLinkStatus {
+    return { state: this.linkState, since: new Date(this.stateSince).toISOString(), problem: this.problem };
   }
 
   /** Starts connecting (and reconnecting until close()). Idempotent. */
@@ -173,9 +181,9 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
   }
 
   /**
-   * Removes the card from its reader: waits until the frames already received are
-   * answered (never cuts an APDU in flight), closes the connection and stops
-   * reconnecting. Idempotent; resolves once the socket is gone.
+   * Removes the card from its reader: waits until the command with the card is answered
+   * (never cuts an APDU in flight), closes the connection and stops reconnecting.
+   * Idempotent; resolves once the socket is gone.
    */
   close(): Promise<void> {
     this.closeRequested = true;
@@ -186,7 +194,8 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
   private async shutdown(): Promise<void> {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    while (this.draining) await this.draining;
+    const connection = this.connection;
+    if (connection) await connection.whenIdle();
     const socket = this.socket;
     if (socket && !socket.destroyed) {
       await new Promise<void>((resolve) => {
@@ -196,11 +205,18 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
           resolve();
         });
         // FIN after the last reply has been flushed: the driver sees the card leave.
-        if (this.isConnected) socket.end();
+        if (this.linkState === 'present') socket.end();
         else socket.destroy();
       });
     }
+    this.setState('stopped', null);
     this.publish('closed');
+  }
+
+  private setState(state: ReaderLinkState, problem: string | null): void {
+    if (state !== this.linkState) this.stateSince = Date.now();
+    this.linkState = state;
+    this.problem = problem;
   }
 
   private connect(): void {
@@ -208,51 +224,89 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     const socket = net.connect({ host: this.host, port: this.port });
     socket.setNoDelay(true);
     this.socket = socket;
-    this.reader = new FrameReader();
+    this.connection = null;
+    if (this.linkState !== 'unserved') this.setState('connecting', this.problem);
+    // Refused at once when nobody listens; a full accept queue drops the SYN and would hang.
+    const connectTimer = setTimeout(() => this.drop(socket, 'connect_timeout', `no TCP connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs);
+    let servedTimer: NodeJS.Timeout | null = null;
+    let connection: VpcdConnection | null = null;
 
     socket.on('connect', () => {
-      this.isConnected = true;
-      this.atrAwaited = false;
-      this.nextDelayMs = this.backoff.initialMs;
+      clearTimeout(connectTimer);
       if (this.quickAck) armQuickAck(socket);
-      this.publish('connected');
+      connection = new VpcdConnection(socket, this.card, this.connectionOptions, {
+        atrAnswered: (afterPowerUp) => {
+          if (this.linkState !== 'present' && this.socket === socket) this.onServed(servedTimer);
+          if (afterPowerUp) this.emit('powered');
+        },
+        violation: (detail) => this.drop(socket, 'protocol_error', detail),
+        notice: (event, detail) => this.publish(event, detail),
+      });
+      this.connection = connection;
+      const onData = connection.onData.bind(connection);
+      socket.on('data', onData);
+      // Not served yet (vpcd takes a new connection at its next poll, within ~400 ms).
+      if (this.linkState !== 'unserved') this.setState('unserved', this.explain('not_served', ''));
+      const notServed = `vpcd did not ask the card's ATR within ${this.servedTimeoutMs} ms of the TCP connection`;
+      servedTimer = setTimeout(() => this.drop(socket, 'not_served', `${notServed} (another connection holds its port, or it is not vpcd)`), this.servedTimeoutMs);
+      if (!this.unservedReported) this.publish('connected');
       this.emit('connected');
-    });
-    socket.on('data', (chunk: Buffer) => {
-      if (this.quickAck) armQuickAck(socket);
-      if (this.socket !== socket || this.failures.has(socket)) return;
-      let frames: Buffer[];
-      try {
-        frames = this.reader.push(chunk);
-      } catch (error) {
-        this.drop(socket, error instanceof VpcdFrameError ? error.message : String(error));
-        return;
-      }
-      for (const payload of frames) this.queue.push({ socket, payload });
-      if (frames.length > 0) {
-        this.disarmFollowUp();
-        this.drain();
-      }
     });
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (!this.failures.has(socket)) this.failures.set(socket, { reason: 'socket_error', detail: error.code ?? error.message });
     });
     socket.on('close', () => {
-      if (this.socket === socket) this.disarmFollowUp();
-      const wasConnected = this.isConnected && this.socket === socket;
-      if (this.socket === socket) {
-        this.socket = null;
-        this.isConnected = false;
-      }
+      clearTimeout(connectTimer);
+      if (servedTimer) clearTimeout(servedTimer);
+      connection?.dispose();
+      const ours = this.socket === socket;
+      const wasPresent = ours && this.linkState === 'present';
       const failure = this.failures.get(socket);
-      if (wasConnected) {
-        const reason = failure?.reason ?? (this.closeRequested ? 'closed_by_card' : 'peer_closed');
-        const detail = failure?.detail ?? '';
+      if (ours) {
+        this.connection = null;
+        this.socket = null;
+      }
+      const reason = failure?.reason ?? (this.closeRequested ? 'closed_by_card' : 'peer_closed');
+      const detail = failure?.detail ?? '';
+      const unserved = reason === 'not_served' || reason === 'connect_timeout';
+      if (ours && !this.closeRequested) this.setState(unserved ? 'unserved' : 'connecting', this.explain(reason, detail));
+      if (unserved && !this.unservedReported) {
+        this.unservedReported = true;
+        this.publish('unserved', detail);
+      }
+      if (wasPresent) {
         this.publish('disconnected', `${reason}${detail ? `: ${detail}` : ''}`);
         this.emit('disconnected', reason, detail);
       }
       this.scheduleReconnect();
     });
+  }
+
+  private onServed(servedTimer: NodeJS.Timeout | null): void {
+    if (servedTimer) clearTimeout(servedTimer);
+    this.setState('present', null);
+    this.nextDelayMs = this.backoff.initialMs;
+    this.unservedReported = false;
+    this.publish('served');
+    this.emit('served');
+  }
+
+  /** A reason a person can act on. */
+  private explain(reason: DisconnectReason, detail: string): string {
+    switch (reason) {
+      case 'not_served':
+        return 'connected, not served by vpcd';
+      case 'connect_timeout':
+        // On loopback a listening port answers at once, unless its accept queue is full.
+        return `not served by vpcd: port ${this.port} accepts no new connection, another connection holds the reader`;
+      case 'socket_error':
+        if (detail === 'ECONNREFUSED') return `nobody listens on vpcd port ${this.port} (pcscd down, or not configured for this reader)`;
+        return `vpcd port ${this.port}: ${detail}`;
+      case 'protocol_error':
+        return `the peer broke the vpcd protocol: ${detail}`;
+      default:
+        return 'vpcd closed the connection (pcscd stopping or restarting)';
+    }
   }
 
   private scheduleReconnect(): void {
@@ -267,106 +321,12 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     this.retryTimer.unref();
   }
 
-  /** Handles queued frames one after another; at most one drain loop runs. */
-  private drain(): void {
-    if (this.draining) return;
-    this.draining = this.drainQueue().finally(() => {
-      this.draining = null;
-    });
-  }
-
-  private async drainQueue(): Promise<void> {
-    for (let item = this.queue.shift(); item; item = this.queue.shift()) {
-      // Frames of a connection that has gone are dropped: their sender is gone too.
-      if (item.socket.destroyed) continue;
-      if (item.payload.length === 1) this.handleControl(item.socket, item.payload[0]!);
-      else await this.handleApdu(item.socket, item.payload);
-    }
-  }
-
-  private handleControl(socket: net.Socket, control: number): void {
-    try {
-      switch (control) {
-        case Control.PowerOff:
-          this.expectFollowUp(socket);
-          this.card.powerOff();
-          return;
-        case Control.PowerOn:
-          this.expectFollowUp(socket);
-          this.atrAwaited = true;
-          this.card.powerOn();
-          return;
-        case Control.Reset:
-          this.expectFollowUp(socket);
-          this.atrAwaited = true;
-          this.card.reset();
-          return;
-        case Control.GetAtr:
-          this.reply(socket, this.card.atr);
-          if (this.atrAwaited) {
-            this.atrAwaited = false;
-            this.emit('powered');
-          }
-          return;
-        default: {
-          // Unknown control: vpcd might wait for a reply we cannot give; start over.
-          this.drop(socket, `unknown control byte 0x${control.toString(16).padStart(2, '0')}`);
-          return;
-        }
-      }
-    } catch (error) {
-      // A card must not throw here; a power event that failed still happened.
-      this.publish('card_error', error instanceof Error ? error.message : String(error));
-    }
-  }
-
-  private async handleApdu(socket: net.Socket, command: Buffer): Promise<void> {
-    let response: Uint8Array;
-    try {
-      response = await this.card.transmit(command);
-    } catch (error) {
-      this.publish('card_error', error instanceof Error ? error.message : String(error));
-      response = SW_NO_PRECISE_DIAGNOSIS;
-    }
-    if (response.length < 2 || response.length > MAX_FRAME_PAYLOAD) {
-      this.publish('card_error', `card answered ${response.length} bytes`);
-      response = SW_NO_PRECISE_DIAGNOSIS;
-    }
-    this.reply(socket, response);
-  }
-
-  /**
-   * After a control byte that gets no reply: unless another frame arrives soon, the driver
-   * is waiting for the answer to a 1-byte APDU (see the top of this file): start over.
-   */
-  private expectFollowUp(socket: net.Socket): void {
-    // A frame already queued behind this one is the follow-up.
-    if (this.queue.some((item) => item.socket === socket)) return;
-    this.disarmFollowUp();
-    this.followUpTimer = setTimeout(() => {
-      this.followUpTimer = null;
-      if (socket === this.socket && !socket.destroyed) this.drop(socket, 'a 1-byte APDU (vpcd cannot carry one): connection reset');
-    }, this.oneByteApduTimeoutMs);
-    this.followUpTimer.unref();
-  }
-
-  private disarmFollowUp(): void {
-    if (this.followUpTimer) clearTimeout(this.followUpTimer);
-    this.followUpTimer = null;
-  }
-
-  /** Ends a connection whose peer broke the protocol; the link reconnects. */
-  private drop(socket: net.Socket, detail: string): void {
-    this.failures.set(socket, { reason: 'protocol_error', detail });
-    this.publish('protocol_error', detail);
+  /** Ends a connection; the link reconnects. */
+  private drop(socket: net.Socket, reason: DisconnectReason, detail: string): void {
+    if (socket.destroyed) return;
+    this.failures.set(socket, { reason, detail });
+    if (reason === 'protocol_error') this.publish('protocol_error', detail);
     socket.destroy();
-  }
-
-  private reply(socket: net.Socket, payload: Uint8Array): void {
-    if (socket.destroyed || !socket.writable) return;
-    socket.write(encodeFrame(payload));
-    // Sending took the socket out of quick-ACK mode: re-arm before the next command arrives.
-    if (this.quickAck) armQuickAck(socket);
   }
 
   private publish(event: VpcdLinkDiagnostic['event'], detail?: string): void {

@@ -1,17 +1,32 @@
 /**
  * tpmvscmgr status [/instance <id>]: the daemon and its cards (or one card).
  */
-import type { CardStatus, DaemonStatus } from '../../common/control_protocol.js';
+import type { CardStatus, DaemonStatus, ReaderLinkStatus } from '../../common/control_protocol.js';
 import { describePinLifetime } from '../../common/pin_lifetime.js';
 import { writeLine, type CliIo } from '../cli_io.js';
 import { callDaemon, resolveSocketPath } from '../control_client.js';
 import type { StatusCommand } from '../parse_arguments.js';
 
+/** The card's place in its reader, in words (daemon/vpcd_link.ts). */
+function linkWords(link: ReaderLinkStatus): string {
+  const since = `since ${link.since}`;
+  switch (link.state) {
+    case 'present':
+      return 'in the reader';
+    case 'unserved':
+      return `${link.problem ?? 'connected, not served by vpcd'}, ${since}`;
+    case 'connecting':
+      return `not in the reader, ${since}: ${link.problem ?? 'connecting to vpcd'}`;
+    default:
+      return 'taken out';
+  }
+}
+
 function formatCard(card: CardStatus): string[] {
   const keys = card.keys.length === 0 ? 'none' : card.keys.map((key) => `${key.slot} ${key.algorithm} (${key.origin})`).join(', ');
   return [
     `${card.instance}  "${card.name}"`,
-    `  reader:      ${card.reader} (${card.connected ? 'connected' : 'not connected'})`,
+    `  reader:      ${card.reader} (${linkWords(card.link)})`,
     `  serial:      ${card.serial}${card.guid ? `, GUID ${card.guid}` : ''}`,
     `  PIN tries:   ${card.pinTriesRemaining} of ${card.pinTriesTotal} left`,
     `  PUK:         ${card.hasPuk ? `${card.pukTriesRemaining ?? '?'} tries left` : 'none (unblock with the admin key)'}`,

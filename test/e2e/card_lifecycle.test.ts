@@ -7,7 +7,8 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runProgram, startStack, type Stack } from '../helpers/stack.js';
+import { startStack, type Stack } from '../helpers/stack.js';
+import { vaultTpmObjects } from '../helpers/vault_tpm_objects.js';
 
 const CREATE = ['create', '/name', 'Corp', '/AdminKey', 'DEFAULT', '/PIN', 'DEFAULT', '/PUK', 'DEFAULT', '/generate'];
 
@@ -29,16 +30,6 @@ async function waitFor(condition: () => Promise<boolean>, timeoutMs: number): Pr
     await sleep(100);
   }
   throw new Error(`condition not met within ${timeoutMs} ms`);
-}
-
-/** Persistent handles and NV indices the vault uses, read with tpm2-tools while the daemon is stopped. */
-async function vaultTpmObjects(stack: Stack): Promise<string[]> {
-  const found: string[] = [];
-  for (const kind of ['handles-persistent', 'handles-nv-index']) {
-    const { stdout } = await runProgram('tpm2_getcap', ['-T', stack.swtpm.tcti, kind]);
-    found.push(...stdout.split('\n').map((line) => line.replace(/^-\s*/, '').trim()).filter((h) => /^0x(811563|0?11563)/i.test(h)));
-  }
-  return found;
 }
 
 /** GET METADATA of slot 9A (algorithm, policies, origin, public key) as opensc-tool prints it. */

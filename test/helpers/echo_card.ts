@@ -5,6 +5,7 @@
  *   00 CB 3F FF ...        GET DATA      -> 8 fixed bytes || 90 00
  *   80 E0 00 00 Lc data    ECHO          -> data || 90 00
  *   80 E1 HH LL            PATTERN       -> HHLL bytes (i & 0xFF) || 90 00
+ *   shorter than 4 bytes                 -> 67 00 (as a card: wrong length)
  *   anything else                        -> 6D 00
  *
  * Short and extended APDU forms (ISO 7816-4 5.1) are both accepted.
@@ -68,6 +69,7 @@ export class EchoCard implements SmartCard {
       response.set([0x90, 0x00], data.length);
       return response;
     };
+    if (command.length < 4) return Uint8Array.of(0x67, 0x00);
     const ins = command[1];
     if (ins === 0xcb) return ok(GET_DATA_ANSWER);
     if (ins === 0xe0) {

@@ -55,6 +55,7 @@ interface Library {
   beginTransaction: AsyncCall;
   endTransaction: AsyncCall;
   transmit: AsyncCall;
+  status: AsyncCall;
 }
 
 let library: Library | undefined;
@@ -75,6 +76,9 @@ function load(): Library {
     endTransaction: asyncOf('long SCardEndTransaction(long card, unsigned long disposition)'),
     transmit: asyncOf(
       'long SCardTransmit(long card, const uint8_t *sendPci, const uint8_t *send, unsigned long sendLength, void *recvPci, _Out_ uint8_t *recv, _Inout_ unsigned long *recvLength)',
+    ),
+    status: asyncOf(
+      'long SCardStatus(long card, _Out_ uint8_t *names, _Inout_ unsigned long *namesLength, _Out_ unsigned long *state, _Out_ unsigned long *protocol, _Out_ uint8_t *atr, _Inout_ unsigned long *atrLength)',
     ),
   };
   return library;
@@ -109,7 +113,15 @@ export interface WinscardConnection extends PcscConnection {
   endTransaction(disposition?: Disposition): Promise<void>;
   /** SCardReconnect in shared mode, with this initialisation ('reset' resets the card). */
   reconnect(initialization: Disposition): Promise<void>;
+  /**
+   * SCardStatus: the reader state bits (SCARD_STATE.*) and the ATR. Throws WinscardError with
+   * W_REMOVED_CARD / W_RESET_CARD when the card left or was reset since this handle last looked.
+   */
+  status(): Promise<{ state: number; atr: Buffer }>;
 }
+
+/** Reader state bits of SCardStatus (pcsclite.h). */
+export const SCARD_STATE = { ABSENT: 0x0002, PRESENT: 0x0004, POWERED: 0x0010 } as const;
 
 export interface WinscardApp {
   /** SCardConnect, shared; throws WinscardError (e.g. E_NO_SMARTCARD while the card is out). */
@@ -139,6 +151,16 @@ export async function openWinscardApp(): Promise<WinscardApp> {
           const length: number[] = [maxResponseLength];
           await check('SCardTransmit', lib.transmit, card, ioRequest(protocol), Buffer.from(apdu), apdu.length, null, response, length);
           return response.subarray(0, Number(length[0]));
+        },
+        async status() {
+          const names = Buffer.alloc(256);
+          const atr = Buffer.alloc(33);
+          const namesLength = [names.length];
+          const state = [0];
+          const protocolOut = [0];
+          const atrLength = [atr.length];
+          await check('SCardStatus', lib.status, card, names, namesLength, state, protocolOut, atr, atrLength);
+          return { state: Number(state[0]), atr: atr.subarray(0, Number(atrLength[0])) };
         },
         disconnect: (disposition = 'leave') => check('SCardDisconnect', lib.disconnect, card, DISPOSITION[disposition]),
         beginTransaction: () => check('SCardBeginTransaction', lib.beginTransaction, card),

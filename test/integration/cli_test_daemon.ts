@@ -91,6 +91,7 @@ export class RecordingCardManager implements CardManagerApi {
       cards: cards.map((card) => ({
         ...card,
         connected: true,
+        link: { state: 'present' as const, since: '2024-01-01T00:00:00.000Z', problem: null },
         pinTriesRemaining: 5,
         pinTriesTotal: 5,
         pukTriesRemaining: card.hasPuk ? 5 : null,

@@ -5,6 +5,14 @@ import { encodeFrame, FrameReader, MAX_FRAME_PAYLOAD, VpcdFrameError } from '../
 
 const hex = (frames: Buffer[]) => frames.map((frame) => frame.toString('hex'));
 
+/** Pushes a chunk and takes every frame it completed. */
+function pushAll(reader: FrameReader, chunk: Uint8Array): Buffer[] {
+  reader.push(chunk);
+  const frames: Buffer[] = [];
+  for (let frame = reader.next(); frame; frame = reader.next()) frames.push(frame);
+  return frames;
+}
+
 const rows: { name: string; chunks: string[]; want: string[] | 'error' }[] = [
   { name: 'one control frame', chunks: ['000104'], want: ['04'] },
   { name: 'length and payload in two chunks (as the stock driver sends)', chunks: ['0004', '00a40400'], want: ['00a40400'] },
@@ -19,7 +27,7 @@ const rows: { name: string; chunks: string[]; want: string[] | 'error' }[] = [
 for (const row of rows) {
   test(`FrameReader: ${row.name}`, (t) => {
     const reader = new FrameReader();
-    const run = () => row.chunks.flatMap((chunk) => hex(reader.push(Buffer.from(chunk, 'hex'))));
+    const run = () => row.chunks.flatMap((chunk) => hex(pushAll(reader, Buffer.from(chunk, 'hex'))));
     if (row.want === 'error') t.throws(run, { instanceOf: VpcdFrameError });
     else t.deepEqual(run(), row.want);
   });
@@ -45,7 +53,7 @@ test('FrameReader returns the same frames however the stream is cut', (t) => {
         let offset = 0;
         for (let i = 0; offset < stream.length; i++) {
           const size = cuts[i % cuts.length]!;
-          frames.push(...reader.push(stream.subarray(offset, offset + size)));
+          frames.push(...pushAll(reader, stream.subarray(offset, offset + size)));
           offset += size;
         }
         t.deepEqual(hex(frames), payloads.map((payload) => Buffer.from(payload).toString('hex')));
@@ -59,7 +67,17 @@ test('FrameReader returns the same frames however the stream is cut', (t) => {
 test('FrameReader keeps payloads intact after the chunk buffer is reused', (t) => {
   const reader = new FrameReader();
   const chunk = Buffer.from('000201020003', 'hex');
-  const [first] = reader.push(chunk);
+  const [first] = pushAll(reader, chunk);
   chunk.fill(0xee);
   t.is(first!.toString('hex'), '0102');
+});
+
+test('FrameReader hands out one frame at a time and keeps the rest of a chunk unread', (t) => {
+  const reader = new FrameReader();
+  reader.push(Buffer.from('000104' + '000104' + '0004', 'hex'));
+  t.is(reader.next()?.toString('hex'), '04');
+  t.is(reader.buffered, 5, 'the second frame and a partial third wait');
+  t.is(reader.next()?.toString('hex'), '04');
+  t.is(reader.next(), undefined);
+  t.is(reader.buffered, 2);
 });
