@@ -167,8 +167,7 @@ for ((waited = 0; ; waited++)); do
       [[ -n "$reason" ]] && break
       sleep 0.2
     done
-    echo "install.sh: tpmvscd is not running ($state): ${reason:-the journal says nothing}" >&2
-    echo "install.sh: the files are installed; fix the cause (see /usr/share/doc/tpmvsc/INSTALL.md), then: systemctl restart tpmvscd" >&2
+    echo "install.sh: tpmvscd is not running ($state): ${reason:-the journal says nothing} -- the files are installed: fix that (see /usr/share/doc/tpmvsc/INSTALL.md), then: systemctl restart tpmvscd" >&2
     exit 1
   fi
   sleep 0.2
