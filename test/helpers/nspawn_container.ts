@@ -20,12 +20,12 @@
  *   has) already lets this kernel load them.
  * The test proves both are enforced before it trusts the container.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { NamespaceShell } from './namespace_shell.js';
 import { runProgram, type CommandResult } from './stack.js';
 
 export interface BootedContainer {
@@ -156,13 +156,14 @@ export async function bootContainer(options: { unit?: string; bootTimeoutMs?: nu
     '--link-journal=no', '--capability=CAP_BPF', '--system-call-filter=bpf', '--console=read-only',
     '--', `systemd.unit=${options.unit ?? 'basic.target'}`,
   ];
-  const shell = spawn('unshare', [
+  const child = spawn('unshare', [
     '--mount', '--propagation', 'private', 'bash', '-c', NAMESPACE_SHELL, 'bash', scratch, consoleLog,
     `${places.unifiedMount}${cgroupPath}`, places.systemdV1Mount ? `${places.systemdV1Mount}${cgroupPath}` : '', ...nspawnArgs,
   ], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const shell = new NamespaceShell(child, 'container shell');
   const container = new Container(shell, temp, consoleLog);
   try {
-    const started = await container.nextLine(10_000);
+    const started = await shell.nextLine(10_000);
     const match = /^started (\d+)$/.exec(started);
     if (!match) throw new Error(`cannot set the container up: ${started}`);
     container.leaderPid = await findLeader(Number(match[1]), 15_000);
@@ -187,32 +188,13 @@ export async function bootContainer(options: { unit?: string; bootTimeoutMs?: nu
 
 class Container implements BootedContainer {
   leaderPid = 0;
-  private readonly lines: AsyncIterator<string>;
   private stopped: Promise<void> | undefined;
-  private stderr = '';
 
   constructor(
-    private readonly shell: ChildProcessWithoutNullStreams,
+    private readonly shell: NamespaceShell,
     private readonly temp: string,
     private readonly consoleLog: string,
-  ) {
-    this.lines = createInterface({ input: shell.stdout })[Symbol.asyncIterator]();
-    shell.stderr.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
-  }
-
-  async nextLine(timeoutMs: number): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`container shell: no answer within ${timeoutMs} ms ${this.stderr}`)), timeoutMs);
-    });
-    try {
-      const next = await Promise.race([this.lines.next(), timeout]);
-      if (next.done) throw new Error(`container shell exited: ${this.stderr}`);
-      return next.value;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
+  ) {}
 
   run(program: string, args: string[], options: { input?: string; timeoutMs?: number } = {}): Promise<CommandResult> {
     if (!this.leaderPid) throw new Error('the container is not running');
@@ -239,13 +221,8 @@ class Container implements BootedContainer {
 
   private async shutdown(): Promise<void> {
     try {
-      if (this.shell.exitCode === null && this.shell.signalCode === null) {
-        const exited = new Promise<void>((resolve) => this.shell.once('exit', () => resolve()));
-        this.shell.stdin.end();
-        const timer = setTimeout(() => this.shell.kill('SIGKILL'), 40_000);
-        await exited;
-        clearTimeout(timer);
-      }
+      // The shell powers the container off (up to 20 s), then removes its cgroups.
+      await this.shell.end(40_000);
       this.leaderPid = 0;
     } finally {
       await rm(this.temp, { recursive: true, force: true });
