@@ -149,7 +149,7 @@ why_not_running() {
 since="@$(date +%s.%6N)"
 systemctl daemon-reload
 systemctl restart pcscd.service
-systemctl enable --quiet tpmvscd.service
+systemctl enable --quiet --no-reload tpmvscd.service # reloaded just above: a second reload costs seconds
 systemctl restart tpmvscd.service
 # Running means the daemon said "ready" (TPM opened, cards in their readers, control socket
 # up); any other state, a restart included, is a failed start.
