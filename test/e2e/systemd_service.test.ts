@@ -40,6 +40,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bootContainer, containerUnsupported, type BootedContainer } from '../helpers/nspawn_container.js';
@@ -74,6 +75,22 @@ async function inside(t: ExecutionContext, c: BootedContainer, what: string, pro
     throw new Error(`${what} failed (exit ${result.code}): ${lastLine(result)}`);
   }
   return result;
+}
+
+/**
+ * What an earlier tpmvsc on this machine may have left (the container's root is an overlay of the
+ * host's, which other work shares): the test installs on a machine without any of it.
+ */
+const EARLIER_INSTALL = ['/var/lib/tpmvsc', '/usr/lib/tpmvsc', '/usr/bin/tpmvscd', '/usr/bin/tpmvscmgr', '/usr/bin/tpmvsc-ca',
+  '/usr/lib/systemd/system/tpmvscd.service', '/etc/systemd/system/tpmvscd.service.d', '/etc/systemd/system/pcscd.service.d/tpmvsc.conf',
+  '/etc/reader.conf.d/tpmvsc'];
+
+/** Removes EARLIER_INSTALL inside the container (the host keeps its files); logs what there was. */
+async function startFromAFreshMachine(t: ExecutionContext, c: BootedContainer): Promise<void> {
+  const found = EARLIER_INSTALL.filter((path) => existsSync(`/proc/${c.leaderPid}/root${path}`));
+  if (found.length === 0) return;
+  t.log(`the host has files of an earlier tpmvsc, removed inside the container only: ${found.join(' ')}`);
+  await inside(t, c, 'removing an earlier install inside the container', 'rm', ['-rf', '--', ...found]);
 }
 
 /** A transient unit that runs `script` as nobody with these extra unit properties. */
@@ -163,6 +180,7 @@ serviceTest(`install.sh, tpmvscd and pcscd under a real systemd in a container${
   phase('boot');
 
   await proveHardeningEnforced(t, c);
+  await startFromAFreshMachine(t, c);
   phase('hardening proof');
 
   // No TPM: install.sh must say the daemon does not run, and why.
