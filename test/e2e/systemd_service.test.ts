@@ -23,7 +23,8 @@
  *
  * Skipped (with the reason) only without root, systemd-nspawn or overlayfs. install.sh installs
  * dist/ as it is: `npm test` builds it first (run `npm run build` before this file alone). The
- * phases' times are logged; apart from the idle wait they take ~40-50 s on a loaded 2-vCPU machine.
+ * phases' times are logged; apart from the idle wait they take ~20 s on a quiet 2-vCPU machine,
+ * 45-65 s when it runs a load of 15.
  *
  * Negative runs, done by hand (systemd 252, kernel 6.18), each failing with one line:
  * - SystemCallFilter=@basic-io in systemd/tpmvscd.service: "install.sh with the software TPM
