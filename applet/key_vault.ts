@@ -143,6 +143,19 @@ export interface KeyVault {
   /** SET PIN RETRIES: new totals, PIN and PUK reset to the given values, counters full. */
   setRetries(pinTries: number, pukTries: number, pin: Uint8Array, puk: Uint8Array | undefined): Promise<void>;
 
+  // --- PIN-protected data objects -------------------------------------------
+  /**
+   * Seals the value of a data object whose read rule is 'pin' (data_objects.ts) for storage in
+   * the card state; works while locked (PUT DATA needs the management key, not the PIN). Every
+   * call gives a new sealed form, even for the same value. `objectTag` binds it to its object.
+   */
+  sealObject(objectTag: number, value: Uint8Array): Promise<string>;
+  /**
+   * Opens what sealObject made for the same object; needs the vault unlocked (VERIFY), throws
+   * otherwise. The caller wipes the value once it has answered with it.
+   */
+  openObject(objectTag: number, sealed: string): Promise<Uint8Array>;
+
   // --- management key (9B) ---------------------------------------------------
   /** Unseals the management key for one authentication; the caller wipes it after use. */
   managementKey(): Promise<ManagementKey>;

@@ -10,9 +10,10 @@
  * changes; a failed save answers 6581 and does the same, so the stored and the
  * in-memory state are always the state before or after a command.
  *
- * Diagnostics: unexpected errors (not status words) are published on the
- * node:diagnostics_channel channel 'tpmvsc:applet' as { event, instruction, error };
- * they never carry secrets.
+ * Diagnostics, on the node:diagnostics_channel channel 'tpmvsc:applet' (APPLET_CHANNEL),
+ * never carrying secrets: unexpected errors (not status words) as { event, instruction,
+ * error }; refusals an administrator should hear of (CardError with `audit`, e.g. RESET
+ * without the management key) as { event: 'refused', serial, instruction, reason }.
  */
 import { channel } from 'node:diagnostics_channel';
 import type { SmartCard } from '../common/smart_card.js';
@@ -41,6 +42,7 @@ import { verify } from './instructions/verify.js';
 import type { KeyAttestor } from './key_attestor.js';
 import type { KeyVault } from './key_vault.js';
 import { cloneState, type PivCardState } from './piv_state.js';
+import { sealClearObjects } from './sealed_objects.js';
 import { CardError, SW, type StatusWord } from './status_words.js';
 
 /** The dispatch table: one handler per INS. */
@@ -97,7 +99,19 @@ export interface PivAppletOptions {
   atr?: Uint8Array;
 }
 
-const diagnostics = channel('tpmvsc:applet');
+/** The diagnostics channel of every card application (see the header). */
+export const APPLET_CHANNEL = 'tpmvsc:applet';
+
+/** What the card publishes when it refuses a command with an audited CardError. */
+export interface AppletRefusal {
+  event: 'refused';
+  /** GET SERIAL of the card: tells cards apart in logs. */
+  serial: number;
+  instruction: string;
+  reason: string;
+}
+
+const diagnostics = channel(APPLET_CHANNEL);
 
 export class PivApplet implements SmartCard {
   readonly atr: Uint8Array;
@@ -151,6 +165,23 @@ export class PivApplet implements SmartCard {
       this.report('transmit-failure', undefined, error);
       return responseApdu(SW.NO_PRECISE_DIAGNOSIS);
     });
+  }
+
+  /**
+   * Seals the PIN-protected data objects that a card file written before sealing existed holds
+   * in clear (sealed_objects.ts), and saves. Call once, right after construction: it waits for
+   * commands already queued. Returns how many it sealed; a failed save leaves the file as it was
+   * (the objects stay readable, and the next call seals them).
+   */
+  sealClearObjects(): Promise<number> {
+    const run = this.queue.then(async () => {
+      const draft = cloneState(this.committed);
+      const sealed = await sealClearObjects(draft, this.vault);
+      if (sealed > 0 && (await this.saveIfChanged(draft)) === 'failed') throw new Error('cannot save the card with its objects sealed');
+      return sealed;
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
   private loseAuthentication(): void {
@@ -296,7 +327,13 @@ export class PivApplet implements SmartCard {
   }
 
   private statusWordOf(instruction: Instruction, error: unknown): StatusWord {
-    if (error instanceof CardError) return error.sw;
+    if (error instanceof CardError) {
+      if (error.audit && diagnostics.hasSubscribers) {
+        const refusal: AppletRefusal = { event: 'refused', serial: this.committed.serial, instruction: instruction.name, reason: error.detail ?? error.message };
+        diagnostics.publish(refusal);
+      }
+      return error.sw;
+    }
     // The TPM refuses every authorisation while in dictionary-attack lockout: the card looks blocked.
     if (error instanceof TpmvscError && error.code === 'TPM_LOCKOUT') return SW.AUTH_METHOD_BLOCKED;
     this.report('internal-error', instruction, error);

@@ -40,8 +40,17 @@ export interface PivCardState {
   /** CHUID GUID, 32 hex digits, for the life of the card; null without /generate. */
   guid: string | null;
   managementKeyAlgorithm: ManagementKeyAlgorithm;
-  /** Data objects: tag in hex -> value (inside 53; inside 7E for the discovery object), base64. */
+  /**
+   * Data objects readable by anyone: tag in hex -> value (inside 53; inside 7E for the
+   * discovery object), base64. A state written before sealed objects existed may hold
+   * PIN-protected ones here too, in clear, until sealClearObjects (sealed_objects.ts) moves them.
+   */
   objects: Record<string, string>;
+  /**
+   * Data objects whose read rule is 'pin' (data_objects.ts): tag in hex -> the vault's sealed
+   * form (KeyVault.sealObject), never the value. Absent in older files: read as {}.
+   */
+  sealedObjects: Record<string, string>;
   /** Keys: slot in hex ("9a") -> key. */
   keys: Record<string, StoredKey>;
   /** vault.state() as of the last save. */
@@ -156,11 +165,16 @@ export function parsePivCardState(value: unknown): PivCardState {
   for (const [tag, data] of Object.entries(objects)) {
     if (!/^[0-9a-f]{2,6}$/.test(tag) || typeof data !== 'string' || !BASE64.test(data)) fail(`objects.${tag}`);
   }
+  const sealedObjects = value['sealedObjects'] ?? {};
+  if (!isRecord(sealedObjects)) return fail('sealedObjects');
+  for (const [tag, data] of Object.entries(sealedObjects)) {
+    if (!/^[0-9a-f]{2,6}$/.test(tag) || typeof data !== 'string' || !BASE64.test(data)) fail(`sealedObjects.${tag}`);
+  }
   const keys = value['keys'];
   if (!isRecord(keys)) return fail('keys');
   for (const [slot, key] of Object.entries(keys)) {
     if (!/^[0-9a-f]{2}$/.test(slot) || !isStoredKey(key)) fail(`keys.${slot}`);
   }
   if (!('vault' in value)) fail('vault');
-  return value as unknown as PivCardState;
+  return { ...(value as unknown as PivCardState), sealedObjects: sealedObjects as Record<string, string> };
 }

@@ -55,6 +55,7 @@ export function provisionCard(options: ProvisionOptions): PivCardState {
     guid,
     managementKeyAlgorithm: options.managementKeyAlgorithm ?? 'tdes',
     objects: {},
+    sealedObjects: {},
     keys: {},
     vault: options.vaultState,
   };

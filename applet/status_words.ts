@@ -56,13 +56,27 @@ export function statusWordName(sw: StatusWord): string {
   return `SW_${sw.toString(16).padStart(4, '0').toUpperCase()}`;
 }
 
+export interface CardErrorOptions {
+  /**
+   * A refusal an administrator should hear of (e.g. RESET without the management key): the
+   * card application reports it with `detail` as the reason. Not for what clients do all day
+   * (an absent object, a wrong PIN, which has its own counter).
+   */
+  audit?: boolean;
+}
+
 /** A failure that ends a command with a status word; handlers throw it. */
 export class CardError extends Error {
   readonly sw: StatusWord;
+  /** Why, safe to show (never a secret). */
+  readonly detail: string | undefined;
+  readonly audit: boolean;
 
-  constructor(sw: StatusWord, detail?: string) {
+  constructor(sw: StatusWord, detail?: string, options: CardErrorOptions = {}) {
     super(detail ? `${statusWordName(sw)}: ${detail}` : statusWordName(sw));
     this.name = 'CardError';
     this.sw = sw;
+    this.detail = detail;
+    this.audit = options.audit ?? false;
   }
 }

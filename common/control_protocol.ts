@@ -10,9 +10,18 @@
  *
  * The server closes the connection after the final line. If the client goes away
  * before the final line of a create, the server rolls the create back.
+ *
+ * Limits (daemon/control_connection_limits.ts): the request line is at most
+ * MAX_REQUEST_LINE_BYTES and must be complete within the daemon's request timeout, counted
+ * from connect(). A client therefore gathers everything first (PROMPT secrets included, on a
+ * terminal or over /machine SSH) and only then connects and sends its line at once. Once the
+ * line is in, no timeout applies: a create may take as long as the TPM needs.
  * Secrets (PIN, PUK, admin key) travel only inside this socket, never in argv or logs.
  */
 import type { ErrorCode } from './errors.js';
+
+/** The longest request line the daemon reads (a create is well under 2 KiB), newline excluded. */
+export const MAX_REQUEST_LINE_BYTES = 16 * 1024;
 
 export type TriState = 'ALLOWED' | 'DISALLOWED' | 'REQUIRED';
 

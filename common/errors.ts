@@ -63,6 +63,10 @@ export const ERROR_TABLE = {
   },
   AUTH_FAILED: { exit: EXIT.rejected, message: 'The card rejected the PIN, PUK or admin key' },
   BAD_REQUEST: { exit: EXIT.usage, message: 'Invalid request' },
+  TOO_MANY_CONNECTIONS: {
+    exit: EXIT.failure,
+    message: 'tpmvscd has too many open control connections',
+  },
   CREATE_FAILED: { exit: EXIT.failure, message: 'Unable to create TPM Smart Card.' },
   ATTESTATION_INVALID: { exit: EXIT.failure, message: 'The attestation does not verify' },
   INTERNAL: { exit: EXIT.failure, message: 'Internal error' },

@@ -1,7 +1,8 @@
 /**
  * Opt-in APDU recorder, a debugging aid: with TPMVSC_APDU_TRACE=<file> in the daemon's
  * environment every command and response of every hosted card is appended to <file> as
- * one JSON line `{"reader": ..., "command": hex, "response": hex, "at": ms, "took": ms}`, and every
+ * one JSON line `{"reader": ..., "command": hex, "response": hex, "at": ms, "took": ms}` (plus
+ * `"note": "RESET refused: ..."` when the card reported why it refused the command), and every
  * power event as `{"reader": ..., "event": "power-on" | "power-off" | "reset", "at": ms}` (a reset
  * drops the PIN and 9B authentication, so a replay must see it too). `at` is when the command
  * arrived (Unix time in ms, with µs: performance.timeOrigin + performance.now()), `took` the time the card spent on it: gaps
@@ -19,9 +20,17 @@
  * Responses to GENERAL AUTHENTICATE (decrypted blocks, ECDH shared secrets, the 9B witness)
  * keep their first byte (the 7C template tag) and status word, the rest becomes `xx`; so do
  * the GET RESPONSE parts that continue such an answer (61xx chains).
+ *
+ * PIN-protected data objects (applet/sealed_objects.ts: 5FC109, where ykman keeps a
+ * PIN-protected management key, and the biometric objects) are masked the same way:
+ * PUT DATA (DB) keeps its tag list `5C L tag` and loses the rest of its data, and every
+ * further part of a chained PUT DATA that began so loses all of it; the answer to GET DATA
+ * (CB) of such an object keeps its first byte (53) and status word, and so do its GET
+ * RESPONSE parts. A PUT DATA whose tag cannot be read is masked whole.
  * Writing is best effort: a failing trace file never disturbs the card.
  */
 import { appendFile } from 'node:fs/promises';
+import { isPinProtected } from '../applet/sealed_objects.js';
 
 /** Environment variable naming the trace file. */
 export const APDU_TRACE_VARIABLE = 'TPMVSC_APDU_TRACE';
@@ -29,36 +38,82 @@ export const APDU_TRACE_VARIABLE = 'TPMVSC_APDU_TRACE';
 const SECRET_INSTRUCTIONS = new Set([0x20, 0x24, 0x2c, 0xff, 0xfe]);
 const GENERAL_AUTHENTICATE = 0x87;
 const MANAGEMENT_KEY_REFERENCE = 0x9b;
+const GET_DATA = 0xcb;
+const PUT_DATA = 0xdb;
+const CLA_CHAIN = 0x10;
+const TAG_LIST = 0x5c;
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
-function carriesSecret(command: Uint8Array): boolean {
-  const ins = command[1]!;
-  return SECRET_INSTRUCTIONS.has(ins) || (ins === GENERAL_AUTHENTICATE && command[3] === MANAGEMENT_KEY_REFERENCE);
-}
-
 /**
- * The command as hex with the data field of secret-bearing commands replaced by `xx`s.
+ * Where the data field of a command is:
  *
  *   short:    CLA INS P1 P2 | Lc (1, 01..FF) | data | [Le (1)]
  *   extended: CLA INS P1 P2 | 00 Lc1 Lc2     | data | [Le1 Le2]
  *
- * If the lengths do not add up, everything after the header is redacted.
+ * Undefined without a data field, and when the lengths do not add up.
  */
-export function redactCommand(command: Uint8Array): string {
-  if (command.length <= 5 || !carriesSecret(command)) return hex(command);
-  const header = hex(command.subarray(0, 4));
-  const mask = (count: number): string => 'xx'.repeat(count);
+function dataField(command: Uint8Array): { start: number; length: number } | undefined {
+  if (command.length <= 5) return undefined;
   const b4 = command[4]!;
   if (b4 !== 0) {
     const rest = command.length - 5 - b4;
-    if (rest === 0 || rest === 1) return header + hex(command.subarray(4, 5)) + mask(b4) + hex(command.subarray(5 + b4));
-  } else if (command.length >= 7) {
-    const lc = (command[5]! << 8) | command[6]!;
-    const rest = command.length - 7 - lc;
-    if (lc > 0 && (rest === 0 || rest === 2)) return header + hex(command.subarray(4, 7)) + mask(lc) + hex(command.subarray(7 + lc));
+    return rest === 0 || rest === 1 ? { start: 5, length: b4 } : undefined;
   }
-  return header + mask(command.length - 4);
+  if (command.length < 7) return undefined;
+  const lc = (command[5]! << 8) | command[6]!;
+  const rest = command.length - 7 - lc;
+  return lc > 0 && (rest === 0 || rest === 2) ? { start: 7, length: lc } : undefined;
+}
+
+/** The object tag and the length of the tag list `5C L tag` (L 1..3) at the start of a data field. */
+function tagList(data: Uint8Array): { tag: number; length: number } | undefined {
+  const size = data[1] ?? 0;
+  if (data[0] !== TAG_LIST || size < 1 || size > 3 || data.length < 2 + size) return undefined;
+  return { tag: data.subarray(2, 2 + size).reduce((tag, byte) => (tag << 8) | byte, 0), length: 2 + size };
+}
+
+/**
+ * How many bytes of the data field may show: all of it (Infinity), the first n, or none.
+ * Chain continuations are judged by the trace (they carry no tag list of their own).
+ */
+function visibleData(command: Uint8Array, data: Uint8Array): number {
+  const ins = command[1]!;
+  if (SECRET_INSTRUCTIONS.has(ins) || (ins === GENERAL_AUTHENTICATE && command[3] === MANAGEMENT_KEY_REFERENCE)) return 0;
+  if (ins !== PUT_DATA) return Infinity;
+  const list = tagList(data);
+  if (!list) return 0;
+  return isPinProtected(list.tag) ? list.length : Infinity;
+}
+
+/** The command as hex with its data field masked after `visible` bytes (the whole rest when its lengths do not add up). */
+function maskCommand(command: Uint8Array, visible: number): string {
+  if (visible === Infinity) return hex(command);
+  const field = dataField(command);
+  if (!field) return hex(command.subarray(0, 4)) + 'xx'.repeat(command.length - 4);
+  const shown = Math.min(visible, field.length);
+  const end = field.start + field.length;
+  return hex(command.subarray(0, field.start + shown)) + 'xx'.repeat(field.length - shown) + hex(command.subarray(end));
+}
+
+/**
+ * The command as hex with the secret part of its data field replaced by `xx`s: all of it for
+ * the secret-bearing instructions, all but the tag list for PUT DATA of a PIN-protected object.
+ * If the lengths do not add up, everything after the header is redacted.
+ */
+export function redactCommand(command: Uint8Array): string {
+  if (command.length <= 5) return hex(command);
+  const field = dataField(command);
+  const data = field ? command.subarray(field.start, field.start + field.length) : new Uint8Array(0);
+  return maskCommand(command, visibleData(command, data));
+}
+
+/** True for a GET DATA asking for a PIN-protected object: its answer is secret. */
+function readsProtectedObject(command: Uint8Array): boolean {
+  if (command[1] !== GET_DATA) return false;
+  const field = dataField(command);
+  const list = field && tagList(command.subarray(field.start, field.start + field.length));
+  return list !== undefined && isPinProtected(list.tag);
 }
 
 const GET_RESPONSE = 0xc0;
@@ -85,8 +140,12 @@ const milliseconds = (value: number): number => Math.round(value * 1000) / 1000;
 const unixMs = (now: number): number => milliseconds(performance.timeOrigin + now);
 
 export interface ApduTrace {
-  /** Appends one exchange; resolves once it is written (or the write failed). */
-  record(readerName: string, command: Uint8Array, response: Uint8Array, timing: ExchangeTiming): Promise<void>;
+  /**
+   * Appends one exchange; resolves once it is written (or the write failed). `note`: why the
+   * card refused it, when the card reported an audited refusal (e.g. RESET without the
+   * management key), written as the line's "note".
+   */
+  record(readerName: string, command: Uint8Array, response: Uint8Array, timing: ExchangeTiming, note?: string): Promise<void>;
   /** Appends a power event (written in order with the exchanges, never awaited by the card). */
   event(readerName: string, event: CardPowerEvent): void;
 }
@@ -110,12 +169,25 @@ export function apduTraceFromEnvironment(environment: NodeJS.ProcessEnv = proces
     );
     return written;
   };
+  // Readers in the middle of a chained PUT DATA, and whether its data is secret (its first part named
+  // a PIN-protected object or no readable tag): the later parts carry no tag list of their own.
+  const putChains = new Map<string, boolean>();
+  const redactedCommand = (readerName: string, command: Uint8Array): string => {
+    const continued = command[1] === PUT_DATA ? putChains.get(readerName) : undefined;
+    const text = continued === true ? maskCommand(command, 0) : continued === false ? hex(command) : redactCommand(command);
+    if (command[1] === PUT_DATA && command.length > 4 && (command[0]! & CLA_CHAIN) !== 0) {
+      putChains.set(readerName, continued ?? text !== hex(command));
+    } else {
+      putChains.delete(readerName);
+    }
+    return text;
+  };
   // Readers whose last response was a secret answer still to be fetched with GET RESPONSE.
   const secretChains = new Set<string>();
   const redactResponse = (readerName: string, command: Uint8Array, response: Uint8Array): string => {
     const ins = command[1];
     const continues = ins === GET_RESPONSE && secretChains.has(readerName);
-    const secret = ins === GENERAL_AUTHENTICATE || continues;
+    const secret = ins === GENERAL_AUTHENTICATE || readsProtectedObject(command) || continues;
     const more = response.length >= 2 && response[response.length - 2] === MORE_DATA;
     if (secret && more) secretChains.add(readerName);
     else secretChains.delete(readerName);
@@ -123,11 +195,16 @@ export function apduTraceFromEnvironment(environment: NodeJS.ProcessEnv = proces
     return maskResponse(response, continues ? 0 : 1);
   };
   return {
-    record: (readerName, command, response, timing) =>
+    record: (readerName, command, response, timing, note) =>
       append({
-        reader: readerName, command: redactCommand(command), response: redactResponse(readerName, command, response),
-        at: unixMs(timing.at), took: milliseconds(timing.took),
+        reader: readerName, command: redactedCommand(readerName, command), response: redactResponse(readerName, command, response),
+        at: unixMs(timing.at), took: milliseconds(timing.took), ...(note === undefined ? {} : { note }),
       }),
-    event: (readerName, event) => void append({ reader: readerName, event, at: unixMs(performance.now()) }),
+    event: (readerName, event) => {
+      // A power event ends every chain (the card drops them too).
+      putChains.delete(readerName);
+      secretChains.delete(readerName);
+      void append({ reader: readerName, event, at: unixMs(performance.now()) });
+    },
   };
 }

@@ -105,10 +105,23 @@ export class CardManager implements CardManagerApi {
     for (const file of files) {
       try {
         const vault = await TpmVault.open(tpm, file.applet.vault, this.vaultOptions);
-        this.host(file, vault);
+        await this.sealClearObjects(this.host(file, vault));
       } catch (error) {
         cardManagerChannel.publish({ event: 'card_unavailable', slot: file.slot, detail: String(error) });
       }
+    }
+  }
+
+  /**
+   * A card file from before PIN-protected objects were sealed may hold them in clear: seal them
+   * now, before any client reads the card, and say so in the log.
+   */
+  private async sealClearObjects(card: HostedCard): Promise<void> {
+    try {
+      const count = await card.applet.sealClearObjects();
+      if (count > 0) cardManagerChannel.publish({ event: 'objects_sealed', slot: card.slot, count });
+    } catch (error) {
+      cardManagerChannel.publish({ event: 'objects_seal_failed', slot: card.slot, detail: String(error) });
     }
   }
 

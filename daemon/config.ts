@@ -6,9 +6,10 @@
  *   tpmvscd --help | --version
  */
 import { join } from 'node:path';
-import { DEFAULT_CONTROL_SOCKET } from '../common/control_protocol.js';
+import { DEFAULT_CONTROL_SOCKET, MAX_REQUEST_LINE_BYTES } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 import { parseLoopbackAddress } from '../common/loopback_address.js';
+import { DEFAULT_CONTROL_LIMITS, type ControlLimits } from './control_connection_limits.js';
 import type { ReaderNaming } from './reader_config.js';
 
 export const DEFAULTS = {
@@ -56,6 +57,8 @@ export interface RunConfig extends PoolConfig {
   ownerAuthFile: TpmPasswordSource | undefined;
   /** The same for the endorsement hierarchy (attestation with an EK: /attestation AIK_AND_CERT). */
   endorsementAuthFile: TpmPasswordSource | undefined;
+  /** Limits of the control socket. */
+  control: ControlLimits;
 }
 
 /** The systemd credentials (LoadCredential=tpm-owner-auth:PATH) read when no option names a file. */
@@ -124,6 +127,19 @@ Options (each also read from the environment variable shown; the flag wins):
                                            with the EK needs (create /attestation AIK_AND_CERT);
                                            credential tpm-endorsement-auth
 
+Control socket limits (so no caller can tie up the daemon with idle connections):
+  --max-control-connections N TPMVSC_MAX_CONTROL_CONNECTIONS
+                                           open connections of all users but root together
+                                           (default ${DEFAULT_CONTROL_LIMITS.maxConnections}); one more is refused (tpmvscmgr: exit 1)
+  --max-control-connections-per-user N TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER
+                                           open connections of one user, root included
+                                           (default ${DEFAULT_CONTROL_LIMITS.maxConnectionsPerUser}); tpmvscmgr uses one per command
+  --control-request-timeout SECONDS TPMVSC_CONTROL_REQUEST_TIMEOUT
+                                           time from connecting to a complete request line
+                                           (default ${DEFAULT_CONTROL_LIMITS.requestTimeoutMs / 1000}); tpmvscmgr asks PROMPT secrets before it
+                                           connects, and a create runs as long as it needs
+  A request line is at most ${MAX_REQUEST_LINE_BYTES} bytes.
+
 Pool options (daemon and register-readers):
   --vpcd HOST:PORT     TPMVSC_VPCD         vpcd port of reader 0; reader n uses PORT+n; loopback
                                            addresses only (default ${DEFAULTS.vpcdHost}:${DEFAULTS.vpcdPort})
@@ -146,7 +162,8 @@ function usage(detail: string): TpmvscError {
 
 type FlagName =
   | 'tcti' | 'state-dir' | 'socket' | 'vpcd' | 'readers' | 'reader-name' | 'reader-naming' | 'conf-dir' | 'driver-dir' | 'tpm-lockout' | 'attestation-ca'
-  | 'owner-auth-file' | 'endorsement-auth-file';
+  | 'owner-auth-file' | 'endorsement-auth-file'
+  | 'max-control-connections' | 'max-control-connections-per-user' | 'control-request-timeout';
 
 const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   tcti: 'TPMVSC_TCTI',
@@ -160,9 +177,15 @@ const ENVIRONMENT: Partial<Record<FlagName, string>> = {
   'attestation-ca': 'TPMVSC_ATTESTATION_CA',
   'owner-auth-file': 'TPMVSC_OWNER_AUTH_FILE',
   'endorsement-auth-file': 'TPMVSC_ENDORSEMENT_AUTH_FILE',
+  'max-control-connections': 'TPMVSC_MAX_CONTROL_CONNECTIONS',
+  'max-control-connections-per-user': 'TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER',
+  'control-request-timeout': 'TPMVSC_CONTROL_REQUEST_TIMEOUT',
 };
 
-const RUN_FLAGS: readonly FlagName[] = ['tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file', 'endorsement-auth-file'];
+const RUN_FLAGS: readonly FlagName[] = [
+  'tcti', 'state-dir', 'socket', 'vpcd', 'readers', 'reader-name', 'reader-naming', 'tpm-lockout', 'attestation-ca', 'owner-auth-file', 'endorsement-auth-file',
+  'max-control-connections', 'max-control-connections-per-user', 'control-request-timeout',
+];
 const REGISTER_FLAGS: readonly FlagName[] = ['vpcd', 'readers', 'reader-name', 'reader-naming', 'conf-dir', 'driver-dir'];
 
 /** Loopback only: 127.0.0.0/8, localhost (as 127.0.0.1) or [::1]. */
@@ -260,7 +283,19 @@ export function parseDaemonArguments(argv: readonly string[], env: NodeJS.Proces
     attestationCa: parseAttestationCa(setting('attestation-ca')),
     ownerAuthFile: passwordSource(setting('owner-auth-file'), env, OWNER_AUTH_CREDENTIAL),
     endorsementAuthFile: passwordSource(setting('endorsement-auth-file'), env, ENDORSEMENT_AUTH_CREDENTIAL),
+    control: {
+      maxConnections: parseWholeNumber(setting('max-control-connections'), 1, 10_000) ?? DEFAULT_CONTROL_LIMITS.maxConnections,
+      maxConnectionsPerUser: parseWholeNumber(setting('max-control-connections-per-user'), 1, 10_000) ?? DEFAULT_CONTROL_LIMITS.maxConnectionsPerUser,
+      requestTimeoutMs: (parseWholeNumber(setting('control-request-timeout'), 1, 3600) ?? DEFAULT_CONTROL_LIMITS.requestTimeoutMs / 1000) * 1000,
+    },
   };
+}
+
+function parseWholeNumber(setting: { value: string; source: string } | undefined, min: number, max: number): number | undefined {
+  if (setting === undefined) return undefined;
+  const value = Number(setting.value);
+  if (!/^\d{1,6}$/.test(setting.value) || value < min || value > max) throw usage(`${setting.source} must be a whole number from ${min} to ${max}`);
+  return value;
 }
 
 /** The option or variable wins; otherwise systemd's credential, if the service has a credentials directory. */

@@ -7,6 +7,12 @@
  * daemon's own user and members of the admin group are served (NOT_PERMITTED otherwise), so a
  * too-open file mode does not open the door.
  *
+ * Limits (control_connection_limits.ts): a connection is counted against its uid and against
+ * the total the moment it is accepted, and refused over either limit; reading starts only once
+ * the peer is known to be allowed (so an outsider's bytes are never buffered); the request line
+ * must be complete, within MAX_REQUEST_LINE_BYTES, before the request timeout; after the final
+ * line the connection is closed, forcibly if the client does not close its end soon.
+ *
  * Requests run concurrently, but create and destroy run one at a time. A client that goes away
  * during create aborts the create's signal (the card manager rolls back).
  * Diagnostics (never secrets) are published on the `tpmvsc:control` diagnostics channel.
@@ -15,9 +21,11 @@ import { channel } from 'node:diagnostics_channel';
 import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { PROGRESS, type ControlRequest, type ServerLine } from '../common/control_protocol.js';
+import { MAX_REQUEST_LINE_BYTES, PROGRESS, type ControlRequest, type ServerLine } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
 import type { CardManagerApi } from './card_manager_api.js';
+import { ConnectionLimiter, DEFAULT_CONTROL_LIMITS, type ControlLimits, type LimitScope } from './control_connection_limits.js';
+import { ClientGone, readRequestLine } from './control_request_line.js';
 import { validateControlRequest } from './control_request_validation.js';
 import { groupId, isAdministrator, peerCredentials, type PeerCredentials } from './peer_credentials.js';
 
@@ -28,6 +36,7 @@ const diagnostics = channel(CONTROL_CHANNEL);
 export type ControlEvent =
   | { event: 'listening'; socketPath: string; adminGroup: string; adminGid: number | undefined }
   | { event: 'refused'; pid: number; uid: number }
+  | { event: 'limit-reached'; scope: LimitScope; limit: number; pid: number; uid: number }
   | { event: 'request'; op: ControlRequest['op']; pid: number; uid: number }
   | { event: 'answered'; op: ControlRequest['op'] | undefined; ok: boolean; code?: string }
   | { event: 'client-gone'; op: 'create' }
@@ -37,29 +46,36 @@ function publish(event: ControlEvent): void {
   if (diagnostics.hasSubscribers) diagnostics.publish(event);
 }
 
-export interface ControlServerOptions {
+/** Each limit (control_connection_limits.ts) defaults to DEFAULT_CONTROL_LIMITS. */
+export interface ControlServerOptions extends Partial<ControlLimits> {
   /** Where to listen, e.g. /run/tpmvsc/control.sock. */
   socketPath: string;
   /** The card logic requests are dispatched to. */
   cards: CardManagerApi;
   /** Group whose members may manage cards, default `tpmvsc`. */
   adminGroup?: string;
-  /** Time a client has to send its request line, default 30 s. */
-  requestTimeoutMs?: number;
 }
 
-/** A request line longer than this is refused (a create is well under 2 KiB). */
-const MAX_REQUEST_BYTES = 16 * 1024;
 const SOCKET_MODE = 0o660;
+/** After its final line, a client has this long to close its end before the server closes it. */
+const CLOSE_GRACE_MS = 2000;
+/**
+ * Refused connections kept open for CLOSE_GRACE_MS so the client reads the refusal rather than a
+ * reset; past this many at once, further refusals are closed right away.
+ */
+const MAX_LINGERING_REFUSALS = 32;
 
 export class ControlServer {
   readonly socketPath: string;
   private readonly cards: CardManagerApi;
   private readonly adminGroup: string;
   private readonly requestTimeoutMs: number;
+  private readonly limiter: ConnectionLimiter;
   private server: Server | undefined;
   private adminGid: number | undefined;
+  /** Every open socket, admitted or being refused (close() ends them all). */
   private readonly connections = new Set<Socket>();
+  private lingeringRefusals = 0;
   /** Tail of the create/destroy queue. */
   private exclusiveTail: Promise<void> = Promise.resolve();
 
@@ -67,7 +83,11 @@ export class ControlServer {
     this.socketPath = options.socketPath;
     this.cards = options.cards;
     this.adminGroup = options.adminGroup ?? 'tpmvsc';
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_CONTROL_LIMITS.requestTimeoutMs;
+    this.limiter = new ConnectionLimiter({
+      maxConnections: options.maxConnections ?? DEFAULT_CONTROL_LIMITS.maxConnections,
+      maxConnectionsPerUser: options.maxConnectionsPerUser ?? DEFAULT_CONTROL_LIMITS.maxConnectionsPerUser,
+    });
   }
 
   /** Creates the socket (replacing a stale one) with its mode and group, and starts serving. */
@@ -77,7 +97,8 @@ export class ControlServer {
     this.adminGid = groupId(this.adminGroup);
     await this.prepareDirectory();
     await this.removeStaleSocket();
-    const server = createServer((socket) => this.onConnection(socket));
+    // Paused: nothing is read from a connection before its peer is known to be allowed.
+    const server = createServer({ pauseOnConnect: true }, (socket) => this.onConnection(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // The socket file is created inside listen(): with umask 0177 it is born 0600 and only
@@ -152,6 +173,7 @@ export class ControlServer {
     this.connections.add(socket);
     socket.once('close', () => this.connections.delete(socket));
     socket.on('error', () => socket.destroy());
+    const connectedAt = Date.now();
     // Read the credentials now, while the peer certainly exists.
     let peer: PeerCredentials | undefined;
     try {
@@ -159,18 +181,31 @@ export class ControlServer {
     } catch {
       peer = undefined;
     }
-    void this.serve(socket, peer);
+    if (!peer) return this.refuse(socket, new TpmvscError('NOT_PERMITTED'));
+    const admission = this.limiter.admit(peer.uid);
+    if (!admission.admitted) {
+      const { scope, limit } = admission;
+      if (admission.firstRefusal) publish({ event: 'limit-reached', scope, limit, pid: peer.pid, uid: peer.uid });
+      return this.refuse(socket, tooManyConnections(scope, limit));
+    }
+    socket.once('close', admission.release);
+    void this.serve(socket, peer, connectedAt);
   }
 
-  private async serve(socket: Socket, peer: PeerCredentials | undefined): Promise<void> {
-    const allowed = peer ? isAdministrator(peer, this.adminGid, process.getuid?.() ?? 0) : Promise.resolve(false);
+  private async serve(socket: Socket, peer: PeerCredentials, connectedAt: number): Promise<void> {
     let op: ControlRequest['op'] | undefined;
     try {
-      const line = await this.readRequestLine(socket);
-      if (!(await allowed)) {
-        if (peer) publish({ event: 'refused', pid: peer.pid, uid: peer.uid });
+      if (!(await isAdministrator(peer, this.adminGid, process.getuid?.() ?? 0))) {
+        publish({ event: 'refused', pid: peer.pid, uid: peer.uid });
         throw new TpmvscError('NOT_PERMITTED');
       }
+      const line = await readRequestLine(socket, {
+        maxBytes: MAX_REQUEST_LINE_BYTES,
+        timeoutMs: this.requestTimeoutMs,
+        connectedAt,
+      });
+      // Read on (and discard) so a client that goes away during a create is noticed ('close').
+      socket.resume();
       let parsed: unknown;
       try {
         parsed = JSON.parse(line);
@@ -179,7 +214,7 @@ export class ControlServer {
       }
       const request = validateControlRequest(parsed);
       op = request.op;
-      publish({ event: 'request', op, pid: peer!.pid, uid: peer!.uid });
+      publish({ event: 'request', op, pid: peer.pid, uid: peer.uid });
       const result = await this.dispatch(request, socket);
       this.send(socket, { ok: true, result });
       publish({ event: 'answered', op, ok: true });
@@ -189,8 +224,32 @@ export class ControlServer {
       this.send(socket, { ok: false, error: { code: failure.code, message: failure.message } });
       publish({ event: 'answered', op, ok: false, code: failure.code });
     } finally {
-      socket.end();
+      this.closeAfterAnswer(socket);
     }
+  }
+
+  /** Answers a connection that is not served, without reading anything it sent. */
+  private refuse(socket: Socket, error: TpmvscError): void {
+    this.send(socket, { ok: false, error: { code: error.code, message: error.message } });
+    if (this.lingeringRefusals >= MAX_LINGERING_REFUSALS) {
+      socket.destroy();
+      return;
+    }
+    this.lingeringRefusals += 1;
+    socket.once('close', () => (this.lingeringRefusals -= 1));
+    this.closeAfterAnswer(socket);
+  }
+
+  /**
+   * Ends the connection after the final line. Its input is discarded, not kept, until the client
+   * closes its end; one that does not within CLOSE_GRACE_MS (e.g. never reads) is cut off.
+   */
+  private closeAfterAnswer(socket: Socket): void {
+    if (socket.destroyed) return;
+    socket.end();
+    socket.resume();
+    const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+    socket.once('close', () => clearTimeout(timer));
   }
 
   private toClientError(error: unknown, op: ControlRequest['op'] | undefined): TpmvscError {
@@ -198,39 +257,6 @@ export class ControlServer {
     const detail = error instanceof Error ? error : new Error(String(error));
     publish({ event: 'internal-error', op, name: detail.name, message: detail.message, stack: detail.stack });
     return new TpmvscError('INTERNAL', 'see the daemon log');
-  }
-
-  /** The first line the client sends, within the size limit and the time limit. */
-  private readRequestLine(socket: Socket): Promise<string> {
-    return new Promise<string>((resolve, reject) => {
-      let received = '';
-      socket.setEncoding('utf8');
-      socket.setTimeout(this.requestTimeoutMs);
-      const finish = (outcome: { line: string } | { error: Error }): void => {
-        socket.off('data', onData);
-        socket.off('end', onEnd);
-        socket.off('timeout', onTimeout);
-        socket.off('close', onClose);
-        socket.setTimeout(0);
-        // Keep reading (and discarding) so a client that goes away is noticed ('close').
-        socket.resume();
-        if ('line' in outcome) resolve(outcome.line);
-        else reject(outcome.error);
-      };
-      const onData = (chunk: string): void => {
-        received += chunk;
-        const newline = received.indexOf('\n');
-        if (newline >= 0) return finish({ line: received.slice(0, newline) });
-        if (received.length > MAX_REQUEST_BYTES) finish({ error: new TpmvscError('BAD_REQUEST', `the request is longer than ${MAX_REQUEST_BYTES} bytes`) });
-      };
-      const onEnd = (): void => finish({ error: new TpmvscError('BAD_REQUEST', 'the connection ended before a complete request line') });
-      const onTimeout = (): void => finish({ error: new TpmvscError('BAD_REQUEST', 'no request received in time') });
-      const onClose = (): void => finish({ error: new ClientGone() });
-      socket.on('data', onData);
-      socket.once('end', onEnd);
-      socket.once('timeout', onTimeout);
-      socket.once('close', onClose);
-    });
   }
 
   private async dispatch(request: ControlRequest, socket: Socket): Promise<unknown> {
@@ -286,12 +312,14 @@ export class ControlServer {
   }
 }
 
-/** The client closed its connection: nobody to answer. */
-class ClientGone extends Error {
-  constructor() {
-    super('the client closed the connection');
-    this.name = 'ClientGone';
-  }
+/** The refusal of a connection over a limit, naming the setting that raises it. */
+function tooManyConnections(scope: LimitScope, limit: number): TpmvscError {
+  return new TpmvscError(
+    'TOO_MANY_CONNECTIONS',
+    scope === 'user'
+      ? `${limit} from this user (--max-control-connections-per-user); try again when they have finished`
+      : `${limit} from all users (--max-control-connections); try again when they have finished`,
+  );
 }
 
 /** Re-exported so card managers and tests share the wording. */

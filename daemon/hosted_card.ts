@@ -2,10 +2,11 @@
  * One card as the daemon hosts it: the PIV applet, its TPM vault, its files and the
  * vpcd link that puts it in its reader. The daemon passes bytes; it never looks inside.
  */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { EventEmitter, once } from 'node:events';
 import type { SmartCard } from '../common/smart_card.js';
 import type { PivCardState } from '../applet/piv_state.js';
-import { PivApplet } from '../applet/piv_applet.js';
+import { APPLET_CHANNEL, PivApplet, type AppletRefusal } from '../applet/piv_applet.js';
 import type { TpmVault } from '../vault/tpm_vault.js';
 import type { KeyAttestor } from '../applet/key_attestor.js';
 import type { CardDirectory, CardFile } from './card_directory.js';
@@ -37,6 +38,12 @@ export class HostedCard {
   private poweredSinceConnect = false;
   /** Debugging aid, off unless TPMVSC_APDU_TRACE is set (see apdu_trace.ts). */
   private readonly trace: ApduTrace | undefined = apduTraceFromEnvironment();
+  /** Why the card refused the command in progress (an audited refusal), for its trace line. */
+  private refusal: string | undefined;
+  private readonly noteRefusal = (message: unknown): void => {
+    const refusal = message as Partial<AppletRefusal>;
+    if (refusal.event === 'refused' && refusal.serial === this.applet.state.serial) this.refusal = `${refusal.instruction} refused: ${refusal.reason}`;
+  };
 
   constructor(options: HostedCardOptions) {
     this.slot = options.file.slot;
@@ -57,6 +64,7 @@ export class HostedCard {
         },
       },
     });
+    if (this.trace) subscribe(APPLET_CHANNEL, this.noteRefusal);
     this.link = new VpcdLink({ card: this.observed(this.applet), port: options.port, host: options.host });
     this.link.on('connected', () => (this.poweredSinceConnect = false));
     this.link.on('powered', () => {
@@ -85,8 +93,9 @@ export class HostedCard {
       transmit: async (command) => {
         if (!this.trace) return card.transmit(command);
         const at = performance.now();
+        this.refusal = undefined;
         const response = await card.transmit(command);
-        await this.trace.record(this.readerName, command, response, { at, took: performance.now() - at });
+        await this.trace.record(this.readerName, command, response, { at, took: performance.now() - at }, this.refusal);
         return response;
       },
     };
@@ -129,5 +138,6 @@ export class HostedCard {
   async remove(): Promise<void> {
     await this.link.close();
     this.vault.lock();
+    if (this.trace) unsubscribe(APPLET_CHANNEL, this.noteRefusal);
   }
 }

@@ -93,7 +93,7 @@ async function run(config: RunConfig): Promise<void> {
     ...(ownerAuth ? { vaultOptions: { ownerAuth } } : {}),
   });
   await cards.start();
-  const control = new ControlServer({ socketPath: config.socketPath, cards });
+  const control = new ControlServer({ socketPath: config.socketPath, cards, ...config.control });
   await control.listen();
   log(`ready: ${(await cards.list()).length} card(s), control socket ${config.socketPath}, TPM ${config.tcti}`);
 

@@ -3,6 +3,8 @@
 #   npm run build && sudo scripts/install.sh            # install, register readers, start
 #   sudo scripts/install.sh --no-start                 # install only
 #   DESTDIR=/tmp/pkgroot scripts/install.sh --no-start # stage into a directory (packaging)
+#   sudo scripts/install.sh --restrict-pcscd[=GROUP]   # also: only root and GROUP (default scard)
+#                                                      # may use pcscd, i.e. any smart card (docs/INSTALL.md)
 # Layout (only what runs: no scripts, benchmarks, tests or source maps):
 #   /usr/lib/tpmvsc/{dist,node_modules,package.json}   the built JavaScript and its production deps
 #   /usr/bin/tpmvscd, /usr/bin/tpmvscmgr, /usr/bin/tpmvsc-ca  wrappers: exec node /usr/lib/tpmvsc/dist/...
@@ -12,6 +14,8 @@
 #   /etc/systemd/system/pcscd.service.d/tpmvsc.conf    pcscd: no --auto-exit, loopback only, sandboxed
 #   /etc/reader.conf.d/ + /usr/lib/tpmvsc/drivers/     pcscd readers (tpmvscd register-readers)
 #   /usr/share/doc/tpmvsc/INSTALL.md
+#   with --restrict-pcscd: /etc/systemd/system/pcscd.socket.d/tpmvsc-restrict.conf (socket 0660
+#   root:GROUP) and /usr/lib/sysusers.d/tpmvsc-pcscd.conf (the group)
 # Every file is first built in a staging directory beside the target and moved into place
 # only when all of them are ready: a failing step leaves neither a half tree nor a changed
 # install behind.
@@ -20,12 +24,18 @@ cd "$(dirname "$0")/.."
 umask 022
 
 start=1
+pcscd_group=""
 for argument in "$@"; do
   case "$argument" in
     --no-start) start=0 ;;
-    *) echo "install.sh: unknown option $argument (use --no-start)" >&2; exit 2 ;;
+    --restrict-pcscd) pcscd_group=scard ;;
+    --restrict-pcscd=*) pcscd_group="${argument#*=}" ;;
+    *) echo "install.sh: unknown option $argument (use --no-start or --restrict-pcscd[=GROUP])" >&2; exit 2 ;;
   esac
 done
+if [[ -n "$pcscd_group" && ! "$pcscd_group" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+  echo "install.sh: --restrict-pcscd=GROUP needs a group name of lower-case letters, digits, _ and - (e.g. scard)" >&2; exit 2
+fi
 
 # dist/ folders that run; dist/scripts, dist/bench and dist/test are development only.
 PRODUCT_FOLDERS=(applet attestation ca cli common daemon tpm vault)
@@ -102,6 +112,16 @@ install -m 0644 systemd/sysusers.d/tpmvsc.conf "$ROOT/usr/lib/sysusers.d/tpmvsc.
 install -m 0644 systemd/tmpfiles.d/tpmvsc.conf "$ROOT/usr/lib/tmpfiles.d/tpmvsc.conf"
 install -m 0644 systemd/pcscd.service.d/tpmvsc.conf "$ROOT/etc/systemd/system/pcscd.service.d/tpmvsc.conf"
 install -m 0644 docs/INSTALL.md "$ROOT/usr/share/doc/tpmvsc/INSTALL.md"
+# --restrict-pcscd[=GROUP]: pcscd's socket 0660 root:GROUP, so only root and GROUP reach any card,
+# real or virtual (the trade-off: docs/INSTALL.md, "Who can reach a card"). Without the option an
+# earlier restriction is left as it is.
+if [[ -n "$pcscd_group" ]]; then
+  install -d -m 0755 "$ROOT/etc/systemd/system/pcscd.socket.d"
+  sed "s/^SocketGroup=scard\$/SocketGroup=$pcscd_group/" systemd/pcscd.socket.d/tpmvsc-restrict.conf \
+    >"$ROOT/etc/systemd/system/pcscd.socket.d/tpmvsc-restrict.conf"
+  sed "s/^g      scard -\$/g      $pcscd_group -/" systemd/sysusers.d/tpmvsc-pcscd.conf >"$ROOT/usr/lib/sysusers.d/tpmvsc-pcscd.conf"
+  chmod 0644 "$ROOT/etc/systemd/system/pcscd.socket.d/tpmvsc-restrict.conf" "$ROOT/usr/lib/sysusers.d/tpmvsc-pcscd.conf"
+fi
 
 # Everything is staged: move it in. /usr/lib/tpmvsc is swapped as a whole (the old tree is
 # renamed aside first and put back if the new one cannot take its place); every other file is
@@ -126,10 +146,14 @@ if [[ -n "$DESTDIR" ]]; then
 fi
 
 systemd-sysusers /usr/lib/sysusers.d/tpmvsc.conf
+if [[ -n "$pcscd_group" ]]; then systemd-sysusers /usr/lib/sysusers.d/tpmvsc-pcscd.conf; fi
 systemd-tmpfiles --create /usr/lib/tmpfiles.d/tpmvsc.conf
 # pcscd's readers for the pool (settings from the environment: TPMVSC_READERS, TPMVSC_VPCD...).
 /usr/bin/tpmvscd register-readers --conf-dir /etc/reader.conf.d --driver-dir /usr/lib/tpmvsc/drivers
 
+if [[ -n "$pcscd_group" ]]; then
+  echo "install.sh: only root and group $pcscd_group may use pcscd; add card users with: usermod -aG $pcscd_group <user>"
+fi
 if [[ $start -eq 0 ]] || [[ ! -d /run/systemd/system ]]; then
   echo "install.sh: installed; start with: systemctl daemon-reload && systemctl restart pcscd && systemctl enable --now tpmvscd"
   exit 0
@@ -148,6 +172,11 @@ why_not_running() {
 
 since="@$(date +%s.%6N)"
 systemctl daemon-reload
+if [[ -n "$pcscd_group" ]]; then
+  # systemd makes the socket: make it again with the new mode.
+  systemctl stop pcscd.service pcscd.socket
+  systemctl start pcscd.socket
+fi
 systemctl restart pcscd.service
 systemctl enable --quiet --no-reload tpmvscd.service # reloaded just above: a second reload costs seconds
 systemctl restart tpmvscd.service

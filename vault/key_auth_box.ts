@@ -2,19 +2,18 @@
  * Each key with authorization 'pin' has its own random authValue A_k. It is created by
  * GENERATE / IMPORT, which the card application allows after management-key
  * authentication alone, i.e. while the PIN may not be verified: so A_k is boxed to the
- * public half of the card's *user wrap key* (an ECDH key in the TPM whose auth is K_user),
- * and only the TPM can open the box, and only with K_user (i.e. after VERIFY):
+ * public half of the card's *user wrap key* (wrap_key_agreement.ts), and only the TPM can
+ * open the box, and only with K_user (i.e. after VERIFY):
  *
  *   box    = E (65 bytes: 04 || X || Y, ephemeral P-256 point) || A_k XOR pad (32 bytes)
  *   pad    = SHA-256( "tpmvsc/key-auth" 00 || Z || E ),  Z = X coordinate of e * W = w * E
  *
- * Sealing runs in node (public key only); opening asks the TPM for w * E (ECDH_ZGen).
  * A tampered box only yields a wrong A_k, which the TPM rejects (keys are noDA).
  */
-import { createECDH, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { agreeWithWrapKey, ephemeralCoordinates, POINT_BYTES } from './wrap_key_agreement.js';
 import { VaultError } from './vault_error.js';
 
-const POINT_BYTES = 65;
 export const KEY_AUTH_BYTES = 32;
 
 function pad(z: Uint8Array, ephemeral: Uint8Array): Uint8Array {
@@ -27,9 +26,7 @@ function xor(a: Uint8Array, b: Uint8Array): Uint8Array {
 
 /** Boxes `keyAuth` to the wrap key's public point (uncompressed). */
 export function sealKeyAuth(wrapKeyPoint: Uint8Array, keyAuth: Uint8Array): Uint8Array {
-  const ephemeral = createECDH('prime256v1');
-  const ephemeralPoint = new Uint8Array(ephemeral.generateKeys());
-  const z = new Uint8Array(ephemeral.computeSecret(wrapKeyPoint));
+  const { ephemeralPoint, z } = agreeWithWrapKey(wrapKeyPoint);
   const box = new Uint8Array(POINT_BYTES + KEY_AUTH_BYTES);
   box.set(ephemeralPoint, 0);
   box.set(xor(keyAuth, pad(z, ephemeralPoint)), POINT_BYTES);
@@ -39,8 +36,8 @@ export function sealKeyAuth(wrapKeyPoint: Uint8Array, keyAuth: Uint8Array): Uint
 
 /** The ephemeral point the TPM must multiply by the wrap key's private scalar. */
 export function boxEphemeralPoint(box: Uint8Array): { x: Uint8Array; y: Uint8Array } {
-  if (box.length !== POINT_BYTES + KEY_AUTH_BYTES || box[0] !== 0x04) throw new VaultError('BAD_STATE', 'key auth box is malformed');
-  return { x: box.slice(1, 33), y: box.slice(33, 65) };
+  if (box.length !== POINT_BYTES + KEY_AUTH_BYTES) throw new VaultError('BAD_STATE', 'key auth box is malformed');
+  return ephemeralCoordinates(box.subarray(0, POINT_BYTES), 'key auth box');
 }
 
 /** Opens the box with Z = X coordinate the TPM returned. */

@@ -8,27 +8,20 @@
  * Every method that touches the TPM runs under the connection's exclusive lock
  * (loaded_objects.ts) so that several cards can share one TPM connection.
  */
-import { createECDH, createHash, randomBytes } from 'node:crypto';
+import { createECDH, randomBytes } from 'node:crypto';
 import {
   TPM_ALG,
-  TPM_CC,
-  TPM_RH,
   RC,
   TpmError,
-  ecdsaSignatureToDer,
   isAuthFail,
   isLockout,
   objectName,
   parsePublic2b,
-  permanent,
-  type EccPublic,
   type KeyBlob,
   type LoadedObject,
-  type RsaPublic,
   type Tpm,
   type TpmEntity,
   type TpmPublic,
-  type Signature,
 } from '../tpm/index.js';
 import type {
   CheckResult,
@@ -38,24 +31,38 @@ import type {
   KeyRecord,
   KeyVault,
   ManagementKey,
-  ManagementKeyAlgorithm,
-  PublicKey,
   RetryStatus,
 } from '../applet/key_vault.js';
 import { DEFAULT_PIN, DEFAULT_PUK } from '../common/pin_rules.js';
 import { normaliseHash, ecdsaSignatureDer } from './ecdsa_encoding.js';
 import { aikTemplate, CERTIFY_POLICY_DIGEST, type AttestationKeyPublic, type EndorsementKeySource, type KeyCertification } from './attestation_key.js';
+import { activateWithLoadedAik, certifyWithLoadedAik, signWithLoadedAik } from './attestation_operations.js';
 import { boxEphemeralPoint, KEY_AUTH_BYTES, openKeyAuth, sealKeyAuth } from './key_auth_box.js';
-import { CURVES, RSA_MODULUS_BYTES, cardParentTemplate, keyTemplate, policySealedTemplate, sealedTemplate, wrapKeyTemplate } from './key_templates.js';
+import { objectBoxEphemeralPoint, openObjectBox, sealObjectBox } from './object_box.js';
+import { CURVES, RSA_MODULUS_BYTES, keyTemplate } from './key_templates.js';
+import {
+  createCardParent,
+  DEFAULT_TRIES,
+  evictQuietly,
+  SECRET_BYTES,
+  nvAuthFrom,
+  provision,
+  sealGenerationObject,
+  sealManagementObject,
+  undefineQuietly,
+  unsealWith,
+  type Provisioned,
+} from './card_provisioning.js';
+import { checkManagementKey, decodeManagementKey, encodeManagementKey } from './management_key_encoding.js';
+import { leftPad, publicKeyOf } from './tpm_public_key.js';
 import { LoadedObjects } from './loaded_objects.js';
 import { deriveAuthValue, secretsEqual, type SecretPurpose } from './pin_auth.js';
 import { CounterIndex, checkTries, type GenerationPurpose, type RetryCounters } from './retry_counters.js';
-import { generationPolicyDigest, managementPolicyDigest, staleObjectError, unsealWithGeneration } from './pin_generation.js';
+import { staleObjectError, unsealWithGeneration } from './pin_generation.js';
 import { rsaPublicFromCrt } from './rsa_crt.js';
-import { CARD_PARENT_BASE, COUNTER_INDEX_BASE, findFreeHandle } from './tpm_handles.js';
 import { VaultError } from './vault_error.js';
 import { RevisionedState } from './revisioned_state.js';
-import { parseVaultState, STATE_FORMAT, type TpmVaultState } from './vault_state.js';
+import { parseVaultState, type TpmVaultState } from './vault_state.js';
 import { decodeWrapped, encodeWrapped, type WrappedObject } from './wrapped_blob.js';
 
 /** What a new card starts with. */
@@ -87,13 +94,8 @@ export interface RetryStatuses {
   puk: RetryStatus | undefined;
 }
 
-/** Tries of a new card and after RESET (Windows virtual smart cards: 5 PIN, 5 PUK). */
-const DEFAULT_TRIES = 5;
-const SECRET_BYTES = 32;
-const SALT_BYTES = 16;
+/** Longest PIN or PUK value the vault takes. */
 const MAX_SECRET_LENGTH = 255;
-/** Generation of a new card's PIN, PUK and management-key objects. */
-const FIRST_GENERATION = 1;
 
 /** Where each generation-bound object sits in the state (live, pending) and in NV (settleGenerations). */
 const GENERATION_FIELDS = {
@@ -103,33 +105,16 @@ const GENERATION_FIELDS = {
 } as const;
 const GENERATION_PURPOSES: readonly GenerationPurpose[] = ['pin', 'puk', 'management'];
 
-const MANAGEMENT_KEY_TAGS: Record<ManagementKeyAlgorithm, { tag: number; length: number }> = {
-  tdes: { tag: 0x03, length: 24 },
-  aes128: { tag: 0x08, length: 16 },
-  aes192: { tag: 0x0a, length: 24 },
-  aes256: { tag: 0x0c, length: 32 },
-};
-
 const encoder = new TextEncoder();
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
 
-function b64(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('base64');
-}
-
 function fromB64(text: string): Uint8Array {
   return new Uint8Array(Buffer.from(text, 'base64'));
 }
 
-function leftPad(bytes: Uint8Array, length: number): Uint8Array {
-  if (bytes.length >= length) return bytes.slice(bytes.length - length);
-  const out = new Uint8Array(length);
-  out.set(bytes, length - bytes.length);
-  return out;
-}
 
 function checkSecretValue(value: Uint8Array, what: string): void {
   if (!(value instanceof Uint8Array) || value.length === 0 || value.length > MAX_SECRET_LENGTH) {
@@ -137,50 +122,6 @@ function checkSecretValue(value: Uint8Array, what: string): void {
   }
 }
 
-function checkManagementKey(key: ManagementKey): void {
-  const spec = MANAGEMENT_KEY_TAGS[key?.algorithm];
-  if (!spec || !(key.key instanceof Uint8Array) || key.key.length !== spec.length) {
-    throw new VaultError('BAD_INPUT', 'management key has an unknown algorithm or the wrong length');
-  }
-}
-
-/** Sealed form of the management key: algorithm tag || key. */
-function encodeManagementKey(key: ManagementKey): Uint8Array {
-  const out = new Uint8Array(1 + key.key.length);
-  out[0] = MANAGEMENT_KEY_TAGS[key.algorithm].tag;
-  out.set(key.key, 1);
-  return out;
-}
-
-function decodeManagementKey(bytes: Uint8Array): ManagementKey {
-  const entry = Object.entries(MANAGEMENT_KEY_TAGS).find(([, spec]) => spec.tag === bytes[0] && spec.length === bytes.length - 1);
-  if (!entry) throw new VaultError('BAD_STATE', 'sealed management key is malformed');
-  return { algorithm: entry[0] as ManagementKeyAlgorithm, key: bytes.slice(1) };
-}
-
-/** Big-endian public exponent without leading zeros. */
-function exponentBytes(exponent: number): Uint8Array {
-  const value = exponent === 0 ? 65537 : exponent;
-  const bytes = [(value >>> 24) & 0xff, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff];
-  while (bytes.length > 1 && bytes[0] === 0) bytes.shift();
-  return Uint8Array.from(bytes);
-}
-
-function publicKeyOf(algorithm: KeyAlgorithm, area: TpmPublic): PublicKey {
-  if (algorithm === 'rsa2048') {
-    if (area.type !== TPM_ALG.RSA) throw new VaultError('BAD_STATE', 'TPM object is not an RSA key');
-    const rsa = area as RsaPublic;
-    return { algorithm, modulus: leftPad(rsa.unique, RSA_MODULUS_BYTES), publicExponent: exponentBytes(rsa.exponent) };
-  }
-  if (area.type !== TPM_ALG.ECC) throw new VaultError('BAD_STATE', 'TPM object is not an ECC key');
-  const ecc = area as EccPublic;
-  const size = CURVES[algorithm].size;
-  const point = new Uint8Array(1 + 2 * size);
-  point[0] = 0x04;
-  point.set(leftPad(ecc.unique.x, size), 1);
-  point.set(leftPad(ecc.unique.y, size), 1 + size);
-  return { algorithm, point };
-}
 
 /** Wraps TPM failures in the vault's typed error; the message names the TPM code, never a value. */
 function asVaultError(e: unknown, what: string): unknown {
@@ -191,12 +132,6 @@ function asVaultError(e: unknown, what: string): unknown {
   return new VaultError('TPM', what);
 }
 
-/** Everything a card needs, created under a card parent. */
-interface Provisioned {
-  state: TpmVaultState;
-  kFree: Uint8Array;
-  counters: CounterIndex;
-}
 
 export class TpmVault implements KeyVault {
   private readonly objects: LoadedObjects;
@@ -593,6 +528,27 @@ export class TpmVault implements KeyVault {
     });
   }
 
+  // --- PIN-protected data objects (object_box.ts) ------------------------------------------
+
+  async sealObject(objectTag: number, value: Uint8Array): Promise<string> {
+    if (!(value instanceof Uint8Array)) throw new VaultError('BAD_INPUT', 'a data object is bytes');
+    if (this.destroyed) throw new VaultError('DESTROYED', 'the card was destroyed');
+    // The wrap key's public point is enough: no TPM command, no PIN.
+    return Buffer.from(sealObjectBox(fromB64(this.vaultState.wrapKey.point), objectTag, value)).toString('base64');
+  }
+
+  async openObject(objectTag: number, sealed: string): Promise<Uint8Array> {
+    return this.run('cannot open the PIN-protected data object', async () => {
+      const box = fromB64(sealed);
+      const z = await this.wrapKeyAgreement(objectBoxEphemeralPoint(box));
+      try {
+        return openObjectBox(box, objectTag, z);
+      } finally {
+        z.fill(0);
+      }
+    });
+  }
+
   // --- management key --------------------------------------------------------------------
 
   async managementKey(): Promise<ManagementKey> {
@@ -692,11 +648,7 @@ export class TpmVault implements KeyVault {
       throw new VaultError('BAD_INPUT', 'data to sign with the attestation key must be 1 to 1024 bytes');
     }
     return this.run('attestation key signature failed', () =>
-      this.withAttestationKey(async (aik) => {
-        const { digest, validation } = await this.tpm.hash(data, TPM_ALG.SHA256, TPM_RH.OWNER);
-        const signature = await this.tpm.sign(aik, digest, { scheme: TPM_ALG.ECDSA, hash: TPM_ALG.SHA256 }, { validation, session: 'salted' });
-        return ecdsaSignatureToDer(signature);
-      }),
+      this.withAttestationKey((aik) => signWithLoadedAik(this.tpm, aik, data)),
     );
   }
 
@@ -715,22 +667,7 @@ export class TpmVault implements KeyVault {
       // swtpm has 3 object slots: SRK + AIK + key, so the key is loaded first, saved, and
       // brought back with ContextLoad (which, unlike Load, needs no slot for the parent).
       const context = await this.objects.with(this.parent, wrapped, undefined, (object) => this.tpm.contextSave(object.handle));
-      return this.withAttestationKey(async (aik) => {
-        const handle = await this.objects.withRoom(() => this.tpm.contextLoad(context));
-        const session = await this.tpm.startPolicySession();
-        try {
-          await this.tpm.policyCommandCode(session, TPM_CC.Certify);
-          const object = { handle, name: objectName(keyPublic) };
-          const { attest, signature } = await this.tpm.certify(object, aik, qualifyingData, { scheme: TPM_ALG.ECDSA, hash: TPM_ALG.SHA256 }, {
-            objectAuth: { session },
-            signAuth: { session: 'salted' },
-          });
-          return { keyPublic, attest: attest.raw, signature: signatureOf(signature) };
-        } finally {
-          await this.tpm.flushContext(session.handle).catch(() => undefined);
-          await this.tpm.flushContext(handle).catch(() => undefined);
-        }
-      });
+      return this.withAttestationKey((aik) => certifyWithLoadedAik(this.tpm, this.objects, aik, context, keyPublic, qualifyingData));
     });
   }
 
@@ -742,30 +679,7 @@ export class TpmVault implements KeyVault {
    */
   async activateCredential(endorsement: EndorsementKeySource, credentialBlob: Uint8Array, secret: Uint8Array): Promise<Uint8Array> {
     return this.run('credential activation failed', () =>
-      this.withAttestationKey(async (aik) => {
-        let ek: TpmEntity;
-        let transient: number | undefined;
-        if ('handle' in endorsement) {
-          ek = { handle: endorsement.handle, name: (await this.tpm.readPublic(endorsement.handle)).name };
-        } else {
-          const primary = await this.objects.withRoom(() =>
-            this.tpm.createPrimary(TPM_RH.ENDORSEMENT, endorsement.template, undefined, { auth: endorsement.endorsementAuth ?? new Uint8Array(0) }),
-          );
-          ek = primary;
-          transient = primary.handle;
-        }
-        const session = await this.tpm.startPolicySession({ hashAlg: endorsement.policy?.hashAlg ?? TPM_ALG.SHA256 });
-        try {
-          await this.tpm.policySecret(session, permanent(TPM_RH.ENDORSEMENT), { auth: endorsement.endorsementAuth ?? new Uint8Array(0) });
-          // High-range EKs: PolicyOR(PolicyA, PolicyC) over the PolicySecret branch.
-          const branches = endorsement.policy?.orBranches;
-          if (branches) await this.tpm.policyOR(session, branches);
-          return await this.tpm.activateCredential(aik, ek, credentialBlob, secret, { activateAuth: { session: 'salted' }, keyAuth: { session } });
-        } finally {
-          await this.tpm.flushContext(session.handle).catch(() => undefined);
-          if (transient !== undefined) await this.tpm.flushContext(transient).catch(() => undefined);
-        }
-      }),
+      this.withAttestationKey((aik) => activateWithLoadedAik(this.tpm, this.objects, aik, endorsement, credentialBlob, secret)),
     );
   }
 
@@ -1008,18 +922,27 @@ export class TpmVault implements KeyVault {
 
   /** Asks the TPM for w * E with K_user (the user wrap key's auth) and opens the key's auth box. */
   private async openKeyAuth(box: Uint8Array): Promise<Uint8Array> {
-    const point = boxEphemeralPoint(box);
-    const kUser = this.kUser!;
-    const wrapBlob = decodeWrapped(this.vaultState.wrapKey.blob);
-    const shared = await this.objects.with(this.parent, wrapBlob, `wrap:${this.vaultState.wrapKey.blob}`, (object) =>
-      this.tpm.ecdhZGen(object, point, { auth: kUser, session: 'salted' }),
-    );
-    const z = leftPad(shared.x, 32);
+    const z = await this.wrapKeyAgreement(boxEphemeralPoint(box));
     try {
       return openKeyAuth(box, z);
     } finally {
       z.fill(0);
     }
+  }
+
+  /**
+   * Z = X coordinate of w * E from the TPM (ECDH_ZGen with the user wrap key, whose auth is
+   * K_user): what opens the boxes sealed to the wrap key while locked. Needs the vault unlocked.
+   * The caller wipes Z. Call inside run().
+   */
+  private async wrapKeyAgreement(point: { x: Uint8Array; y: Uint8Array }): Promise<Uint8Array> {
+    const kUser = this.kUser;
+    if (!kUser) throw new VaultError('PIN_REQUIRED', 'verify the PIN first');
+    const wrapBlob = decodeWrapped(this.vaultState.wrapKey.blob);
+    const shared = await this.objects.with(this.parent, wrapBlob, `wrap:${this.vaultState.wrapKey.blob}`, (object) =>
+      this.tpm.ecdhZGen(object, point, { auth: kUser, session: 'salted' }),
+    );
+    return leftPad(shared.x, 32);
   }
 }
 
@@ -1029,11 +952,6 @@ function pinStatusOf(c: RetryCounters): RetryStatus {
 
 function pukStatusOf(c: RetryCounters): RetryStatus | undefined {
   return c.hasPuk ? { total: c.pukTotal, remaining: c.pukRemaining, isDefault: c.pukIsDefault } : undefined;
-}
-
-function signatureOf(signature: Signature): Uint8Array {
-  if (signature.sigAlg !== TPM_ALG.ECDSA) throw new VaultError('TPM', 'the attestation key made a signature of another kind');
-  return ecdsaSignatureToDer(signature);
 }
 
 function checkAlgorithm(algorithm: unknown): asserts algorithm is KeyAlgorithm {
@@ -1046,167 +964,3 @@ function checkAuthorization(authorization: unknown): asserts authorization is Ke
   if (authorization !== 'pin' && authorization !== 'none') throw new VaultError('BAD_INPUT', 'unknown key authorization');
 }
 
-/** The counter index's auth: derived from K_free so that only holders of the card's files can write it. */
-function nvAuthFrom(kFree: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update('tpmvsc/nv\0').update(kFree).digest());
-}
-
-/** Creates the card parent under the SRK and makes it persistent; its private blob is dropped. */
-async function createCardParent(tpm: Tpm, objects: LoadedObjects, options: TpmVaultOptions): Promise<TpmEntity> {
-  const srk = await tpm.storageRoot();
-  const blob = await objects.withRoom(() => tpm.create(srk, cardParentTemplate(), {}, { session: 'salted' }));
-  const loaded = await objects.withRoom(() => tpm.load(srk, blob, { session: 'password' }));
-  try {
-    for (let tries = 0; ; tries++) {
-      const handle = await findFreeHandle(tpm, CARD_PARENT_BASE);
-      try {
-        await tpm.evictControl(loaded, handle, { hierarchy: TPM_RH.OWNER, auth: options.ownerAuth ?? new Uint8Array(0) });
-        return { handle, name: blob.name };
-      } catch (e) {
-        // Another process took the handle between the look-up and EvictControl.
-        if (!(e instanceof TpmError && e.base === RC.NV_DEFINED) || tries >= 3) throw e;
-      }
-    }
-  } finally {
-    await tpm.flushContext(loaded.handle);
-  }
-}
-
-/** Creates every secret of a card under `parent`: salt, K_free, K_user, sealed objects, counters. */
-async function provision(
-  tpm: Tpm,
-  objects: LoadedObjects,
-  parent: TpmEntity,
-  pin: Uint8Array,
-  puk: Uint8Array | undefined,
-  managementKey: ManagementKey,
-  tries: { pinTries: number; pukTries: number },
-  options: TpmVaultOptions,
-  avoidIndices: ReadonlySet<number> = new Set(),
-): Promise<Provisioned> {
-  const salt = new Uint8Array(randomBytes(SALT_BYTES));
-  const kFree = new Uint8Array(randomBytes(SECRET_BYTES));
-  const kUser = new Uint8Array(randomBytes(SECRET_BYTES));
-  const management = encodeManagementKey(managementKey);
-  const seal = async (data: Uint8Array, auth: Uint8Array, daProtected: boolean): Promise<string> =>
-    encodeWrapped(await objects.withRoom(() => tpm.create(parent, sealedTemplate(daProtected), { userAuth: auth, data }, { session: 'salted' })));
-  try {
-    const free = await seal(kFree, new Uint8Array(0), false);
-    const wrapKey = await objects.withRoom(() => tpm.create(parent, wrapKeyTemplate(), { userAuth: kUser }, { session: 'salted' }));
-    const wrapPoint = publicKeyOf('eccp256', wrapKey.publicArea);
-    if (!('point' in wrapPoint)) throw new VaultError('TPM', 'wrap key is not an EC key');
-    const adminBlob = puk ? undefined : await seal(kUser, new Uint8Array(0), false);
-    const defaults = {
-      pin: options.defaultPin ?? encoder.encode(DEFAULT_PIN),
-      puk: options.defaultPuk ?? encoder.encode(DEFAULT_PUK),
-    };
-    const initial: RetryCounters = {
-      pinTotal: tries.pinTries,
-      pinRemaining: tries.pinTries,
-      pinIsDefault: secretsEqual(pin, defaults.pin),
-      hasPuk: puk !== undefined,
-      pukTotal: tries.pukTries,
-      pukRemaining: tries.pukTries,
-      pukIsDefault: puk !== undefined && secretsEqual(puk, defaults.puk),
-      pinGeneration: FIRST_GENERATION,
-      pukGeneration: FIRST_GENERATION,
-      managementGeneration: FIRST_GENERATION,
-    };
-    let counters: CounterIndex | undefined;
-    for (let attempt = 0; !counters; attempt++) {
-      const nvIndex = await findFreeHandle(tpm, COUNTER_INDEX_BASE, avoidIndices);
-      try {
-        counters = await CounterIndex.define(tpm, nvIndex, nvAuthFrom(kFree), initial, options.ownerAuth);
-      } catch (e) {
-        if (!(e instanceof TpmError && e.base === RC.NV_DEFINED) || attempt >= 3) throw e;
-      }
-    }
-    // The PIN/PUK/management-key objects' policy names the counter index: they are sealed after it exists.
-    let pinBlob: string;
-    let pukBlob: string | undefined;
-    let managementBlob: string;
-    try {
-      managementBlob = await sealManagementObject(tpm, objects, parent, counters, FIRST_GENERATION, management);
-      pinBlob = await sealGenerationObject(tpm, objects, parent, counters, 'pin', FIRST_GENERATION, kUser, deriveAuthValue(salt, 'pin', pin));
-      pukBlob = puk ? await sealGenerationObject(tpm, objects, parent, counters, 'puk', FIRST_GENERATION, kUser, deriveAuthValue(salt, 'puk', puk)) : undefined;
-    } catch (e) {
-      await undefineQuietly(counters, options).catch(() => undefined);
-      throw e;
-    }
-    const state: TpmVaultState = {
-      format: STATE_FORMAT,
-      parent: { handle: parent.handle, name: hex(parent.name) },
-      counters: counters.nvIndex,
-      salt: b64(salt),
-      free,
-      wrapKey: { blob: encodeWrapped(wrapKey), point: b64(wrapPoint.point) },
-      pin: pinBlob,
-      pinGeneration: FIRST_GENERATION,
-      pukGeneration: FIRST_GENERATION,
-      managementKey: managementBlob,
-      managementKeyGeneration: FIRST_GENERATION,
-    };
-    if (pukBlob) state.puk = pukBlob;
-    if (adminBlob) state.admin = adminBlob;
-    return { state, kFree, counters };
-  } finally {
-    kUser.fill(0);
-    management.fill(0);
-  }
-}
-
-/** A PIN or PUK object: K_user sealed under `auth`, usable only while NV holds `generation` (pin_generation.ts). */
-async function sealGenerationObject(
-  tpm: Tpm,
-  objects: LoadedObjects,
-  parent: TpmEntity,
-  counters: CounterIndex,
-  purpose: SecretPurpose,
-  generation: number,
-  kUser: Uint8Array,
-  auth: Uint8Array,
-): Promise<string> {
-  try {
-    const policy = generationPolicyDigest(await counters.name(), purpose, generation);
-    const blob = await objects.withRoom(() => tpm.create(parent, policySealedTemplate(policy), { userAuth: auth, data: kUser }, { session: 'salted' }));
-    return encodeWrapped(blob);
-  } finally {
-    auth.fill(0);
-  }
-}
-
-/** The management-key object: (algorithm || key) usable only while NV holds `generation` (pin_generation.ts). */
-async function sealManagementObject(
-  tpm: Tpm,
-  objects: LoadedObjects,
-  parent: TpmEntity,
-  counters: CounterIndex,
-  generation: number,
-  plain: Uint8Array,
-): Promise<string> {
-  const policy = managementPolicyDigest(await counters.name(), generation);
-  const blob = await objects.withRoom(() => tpm.create(parent, policySealedTemplate(policy, true), { userAuth: new Uint8Array(0), data: plain }, { session: 'salted' }));
-  return encodeWrapped(blob);
-}
-
-/** Loads a sealed blob, unseals it through a salted session with response encryption, flushes it. */
-async function unsealWith(tpm: Tpm, objects: LoadedObjects, parent: TpmEntity, wrapped: string, auth: Uint8Array): Promise<Uint8Array> {
-  return objects.with(parent, decodeWrapped(wrapped), undefined, (object) => tpm.unseal(object, { auth, session: 'salted' }));
-}
-
-async function evictQuietly(tpm: Tpm, parent: TpmEntity, options: TpmVaultOptions): Promise<void> {
-  try {
-    await tpm.evictControl(parent, parent.handle, { hierarchy: TPM_RH.OWNER, auth: options.ownerAuth ?? new Uint8Array(0) });
-  } catch (e) {
-    // Already gone: the goal (no card parent) is reached.
-    if (!(e instanceof TpmError && (e.base === RC.HANDLE || e.base === RC.REFERENCE_H0))) throw e;
-  }
-}
-
-async function undefineQuietly(counters: CounterIndex, options: TpmVaultOptions): Promise<void> {
-  try {
-    await counters.undefine(options.ownerAuth);
-  } catch (e) {
-    if (!(e instanceof TpmError && (e.base === RC.HANDLE || e.base === RC.REFERENCE_H0))) throw e;
-  }
-}

@@ -22,6 +22,3 @@ export function requireAdmin(context: InstructionContext): void {
 export function requirePin(context: InstructionContext): void {
   if (!context.vault.unlocked) throw new CardError(SW.SECURITY_STATUS_NOT_SATISFIED, 'PIN verification required');
 }
-
-export const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
-export const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));

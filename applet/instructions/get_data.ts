@@ -1,12 +1,14 @@
 /**
  * GET DATA (SP 800-73-4 Part 2 §3.1.2): 00 CB 3F FF Lc 5C L <tag> [Le]
  *   -> 53 L <object>      (7E L <discovery object> for tag 7E)
- * Unknown or absent object: 6A82. PIN-protected object before VERIFY: 6982.
+ * Unknown or absent object: 6A82. PIN-protected object before VERIFY: 6982; after it the
+ * vault opens the sealed object for this answer (sealed_objects.ts).
  */
-import { DISCOVERY_TAG, findDataObject, objectKey } from '../data_objects.js';
+import { DISCOVERY_TAG, findDataObject } from '../data_objects.js';
+import { loadObject } from '../sealed_objects.js';
 import { CardError, SW } from '../status_words.js';
 import { expectSingleTlv, tlv } from '../tlv.js';
-import { requireP1P2, unb64 } from './checks.js';
+import { requireP1P2 } from './checks.js';
 import type { Instruction } from './instruction.js';
 
 /** Reads the object tag of a 5C tag list holding one tag of 1..3 bytes. */
@@ -28,8 +30,12 @@ export const getData: Instruction = {
     const spec = findDataObject(tag);
     if (!spec) throw new CardError(SW.FILE_NOT_FOUND, 'unknown object');
     if (spec.read === 'pin' && !context.vault.unlocked) throw new CardError(SW.SECURITY_STATUS_NOT_SATISFIED);
-    const stored = state.objects[objectKey(tag)];
-    if (stored === undefined) throw new CardError(SW.FILE_NOT_FOUND, 'object absent');
-    return tlv(tag === DISCOVERY_TAG ? DISCOVERY_TAG : 0x53, unb64(stored));
+    const value = await loadObject(state, context.vault, tag);
+    if (value === undefined) throw new CardError(SW.FILE_NOT_FOUND, 'object absent');
+    try {
+      return tlv(tag === DISCOVERY_TAG ? DISCOVERY_TAG : 0x53, value);
+    } finally {
+      value.fill(0);
+    }
   },
 };

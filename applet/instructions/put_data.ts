@@ -1,14 +1,16 @@
 /**
  * PUT DATA (SP 800-73-4 Part 2 §3.2.1): 00 DB 3F FF Lc 5C L <tag> 53 L <object>
  * Needs management-key authentication. 53 00 deletes the object. Objects of up to
- * MAX_OBJECT_BYTES; larger: 6A84. The discovery object is fixed: 6A80.
+ * MAX_OBJECT_BYTES; larger: 6A84. The discovery object is fixed: 6A80. PIN-protected
+ * objects are stored sealed by the vault (sealed_objects.ts).
  * Writing or deleting a retired certificate keeps the key history's C1 in step.
  */
-import { findDataObject, KEY_HISTORY_TAG, MAX_OBJECT_BYTES, objectKey, RETIRED_CERT_COUNT, RETIRED_CERT_FIRST } from '../data_objects.js';
+import { findDataObject, KEY_HISTORY_TAG, MAX_OBJECT_BYTES, RETIRED_CERT_COUNT, RETIRED_CERT_FIRST } from '../data_objects.js';
 import { syncKeyHistory } from '../key_history.js';
+import { storeObject } from '../sealed_objects.js';
 import { CardError, SW } from '../status_words.js';
 import { readTlv } from '../tlv.js';
-import { b64, requireAdmin, requireP1P2 } from './checks.js';
+import { requireAdmin, requireP1P2 } from './checks.js';
 import { parseTagList } from './get_data.js';
 import type { Instruction } from './instruction.js';
 
@@ -29,8 +31,7 @@ export const putData: Instruction = {
     if (!spec || !spec.writable) throw new CardError(SW.WRONG_DATA, 'object cannot be written');
     if (body.value.length > MAX_OBJECT_BYTES) throw new CardError(SW.NOT_ENOUGH_MEMORY, 'object too large');
     const draft = context.edit();
-    if (body.value.length === 0) delete draft.objects[objectKey(tag)];
-    else draft.objects[objectKey(tag)] = b64(body.value);
+    await storeObject(draft, context.vault, tag, body.value);
     const retired = tag >= RETIRED_CERT_FIRST && tag < RETIRED_CERT_FIRST + RETIRED_CERT_COUNT;
     if (retired || tag === KEY_HISTORY_TAG) syncKeyHistory(draft.objects);
   },

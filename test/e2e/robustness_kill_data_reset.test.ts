@@ -1,5 +1,6 @@
 /**
- * kill -9 of tpmvscd in the middle of PUT DATA (a certificate) and of PIV RESET (INS FB,
+ * kill -9 of tpmvscd in the middle of PUT DATA (a certificate, and a PIN-protected object the
+ * vault seals) and of PIV RESET (INS FB, with the management key,
  * after blocking PIN and PUK), through the real stack. After every restart the card must
  * answer; PUT DATA must leave the old or the new object whole (never a truncated one);
  * RESET must leave either the old card (PIN and PUK blocked, its own management key, its
@@ -7,8 +8,9 @@
  * 3DES management key, no keys, no certificates: applet/instructions/reset.ts), never a
  * mix and never a card that cannot be opened.
  */
-import test from 'ava';
-import { readFile } from 'node:fs/promises';
+import test, { type ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runProgram, type Stack } from '../helpers/stack.js';
 import { DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK, paddedPin, readerName, startCardStack, tempDir } from '../helpers/piv_tools.js';
@@ -19,6 +21,14 @@ import { describe, killDelays, ReconnectingCard, sendThenKill, timedSend, type K
 const READER = readerName(0);
 const AES_KEY = '00112233445566778899aabbccddeeff';
 const CERTIFICATE_9A = 0x5fc105;
+const PRINTED_INFORMATION = 0x5fc109;
+
+/** Every file under the daemon's state directory, concatenated (latin1: raw bytes stay searchable). */
+async function stateFilesText(stack: Stack): Promise<string> {
+  const entries = await readdir(stack.stateDir, { recursive: true, withFileTypes: true });
+  const texts = await Promise.all(entries.filter((e) => e.isFile()).map((e) => readFile(join(e.parentPath, e.name), 'latin1')));
+  return texts.join('\n');
+}
 
 let stack: Stack;
 let app: WinscardApp;
@@ -55,25 +65,44 @@ async function certificateObjects(): Promise<Buffer[]> {
   }
 }
 
-test.serial('kill -9 during PUT DATA of a certificate: the old or the new object, whole', async (t) => {
-  const objects = await certificateObjects();
+/**
+ * PUT DATA of `values[0]`, then rounds of PUT DATA of the other value killed after a spread of
+ * delays: after each restart the object (read after VERIFY when `pin`) must be one of the two
+ * values, whole, and the new one whenever the card answered 9000.
+ */
+async function killDuringPutData(t: ExecutionContext, tag: number, values: Buffer[], pin?: string): Promise<void> {
   t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
-  const { answer, ms } = await timedSend(target.card, target.card.putDataApdu(CERTIFICATE_9A, objects[0]!));
+  const { answer, ms } = await timedSend(target.card, target.card.putDataApdu(tag, values[0]!));
   t.is(answer.sw, '9000');
-  t.log(`PUT DATA of ${objects[0]!.length} bytes takes ${ms.toFixed(1)} ms`);
+  t.log(`PUT DATA of ${values[0]!.length} bytes into ${tag.toString(16)} takes ${ms.toFixed(1)} ms`);
   let old = 0;
   for (const [round, delay] of killDelays(ms, 10).entries()) {
     const next = 1 - old;
     t.true(await target.card.authenticate(DEFAULT_MANAGEMENT_KEY));
-    const outcome = await sendThenKill(stack, target, target.card.putDataApdu(CERTIFICATE_9A, objects[next]!), delay);
+    const outcome = await sendThenKill(stack, target, target.card.putDataApdu(tag, values[next]!), delay);
     const label = `round ${round}, kill after ${delay} ms, ${describe(outcome)}`;
-    const stored = await target.card.getData(CERTIFICATE_9A);
-    const found = objects.findIndex((object) => stored !== undefined && object.equals(stored));
+    if (pin !== undefined) t.is(await target.card.verifyPin(pin), '9000', `${label}: VERIFY`);
+    const stored = await target.card.getData(tag);
+    const found = values.findIndex((value) => stored !== undefined && value.equals(stored));
     t.true(found >= 0, `${label}: the object is neither the old nor the new one (${stored?.length ?? 'none'} bytes)`);
     if (outcome.kind === 'answer' && outcome.answer.sw === '9000') t.is(found, next, `${label}: answered 9000 but the old object is there`);
     if (found >= 0) old = found;
   }
   t.notRegex(stack.daemonLog(), /internal-error|transmit-failure/);
+}
+
+test.serial('kill -9 during PUT DATA of a certificate: the old or the new object, whole', async (t) => {
+  await killDuringPutData(t, CERTIFICATE_9A, await certificateObjects());
+});
+
+test.serial('kill -9 during PUT DATA of a PIN-protected object (5FC109, sealed): the old or the new value, never a mix, never in clear', async (t) => {
+  // ykman's form of a PIN-protected management key: 88 1A 89 18 <24-byte key>.
+  const values = [0, 1].map(() => Buffer.concat([Buffer.from('881a8918', 'hex'), randomBytes(24)]));
+  await killDuringPutData(t, PRINTED_INFORMATION, values, DEFAULT_PIN);
+  const files = await stateFilesText(stack);
+  for (const value of values) {
+    for (const form of [value.subarray(4).toString('hex'), value.subarray(4).toString('base64'), value.toString('base64')]) t.false(files.includes(form), 'never in clear in the state files');
+  }
 });
 
 /** Makes the card an "old" one worth telling apart from a fresh one, then blocks PIN and PUK. */
@@ -114,6 +143,7 @@ async function identify(oldKey: string, label: string): Promise<CardKind> {
 
 test.serial('kill -9 during RESET: the old blocked card or a fresh default card, never a mix', async (t) => {
   let oldKey = await prepareBlockedCard();
+  t.true(await target.card.authenticate(AES_KEY), 'RESET needs the management key in this session');
   const { answer, ms } = await timedSend(target.card, Buffer.from('00FB000000', 'hex'));
   t.is(answer.sw, '9000', 'RESET of a blocked card');
   t.is(await identify('', 'unkilled'), 'fresh');
@@ -123,6 +153,8 @@ test.serial('kill -9 during RESET: the old blocked card or a fresh default card,
   // RESET takes 20-40 ms here, and longer under load: spread the kills a little wider.
   for (const [round, delay] of killDelays(Math.max(ms, 40), 10).entries()) {
     if (kind === 'fresh') oldKey = await prepareBlockedCard();
+    // RESET needs the management key in the session (identify() ends with a failed 9B attempt).
+    if (!(await target.card.authenticate(AES_KEY))) throw new Error(`round ${round}: the old card refuses its management key`);
     const outcome: KillOutcome = await sendThenKill(stack, target, Buffer.from('00FB000000', 'hex'), delay);
     const label = `round ${round}, kill after ${delay} ms, ${describe(outcome)}`;
     kind = await identify(oldKey, label);

@@ -229,7 +229,8 @@ test.serial('change-pin, change-puk, pin-retries, unblock-pin and reset', async 
   for (let i = 0; i < 6; i++) await verify('99999999');
   for (let i = 0; i < 4; i++) await pivTool(stack, reader, ['-a', 'unblock-pin', '-P', '99999999', '-N', '24682468']);
   t.regex((await pivTool(stack, reader, ['-a', 'unblock-pin', '-P', '12345678', '-N', '24682468'])).stderr, /puk code is blocked/);
-  const reset = await pivTool(stack, reader, ['-a', 'reset']);
+  t.not((await pivTool(stack, reader, ['-a', 'reset'])).code, 0, 'reset refused without the management key (README)');
+  const reset = await pivTool(stack, reader, ['-k', '-a', 'set-mgm-key', '-a', 'reset'], `${DEFAULT_MANAGEMENT_KEY}\n`.repeat(3));
   t.is(reset.code, 0, reset.stderr);
   t.is((await verify(DEFAULT_PIN)).code, 0, 'default PIN after reset');
   t.is((await pivTool(stack, reader, ['-a', 'change-puk', '-P', '12345678', '-N', '12345678'])).code, 0, 'default PUK after reset');

@@ -7,6 +7,8 @@
  * authorization 'pin' refused while locked, lockout simulated on demand.
  */
 import {
+  createCipheriv,
+  createDecipheriv,
   createECDH,
   createHash,
   createPrivateKey,
@@ -161,6 +163,8 @@ export class MemoryVault implements KeyVault {
   lockedOut = false;
   /** Test knob: count of vault calls, to see that rejected commands reach nothing. */
   calls = 0;
+  /** Seals PIN-protected objects (sealObject); dies with the vault, like the TPM vault's wrap key with the card. */
+  private objectKey = randomBytes(32);
 
   constructor(options: MemoryVaultOptions) {
     const encoder = new TextEncoder();
@@ -368,6 +372,30 @@ export class MemoryVault implements KeyVault {
     this.generation++;
   }
 
+  /**
+   * PIN-protected objects: AES-256-GCM under a key that lives as long as this vault, the object
+   * tag as AAD (the TPM vault seals to its wrap key instead: vault/object_box.ts). Sealing works
+   * while locked, opening needs the PIN, as in the TPM vault.
+   */
+  async sealObject(objectTag: number, value: Uint8Array): Promise<string> {
+    this.calls++;
+    const nonce = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.objectKey, nonce);
+    cipher.setAAD(Buffer.from(objectTag.toString(16)));
+    const ciphertext = Buffer.concat([cipher.update(value), cipher.final()]);
+    return Buffer.concat([nonce, ciphertext, cipher.getAuthTag()]).toString('base64');
+  }
+
+  async openObject(objectTag: number, sealed: string): Promise<Uint8Array> {
+    this.calls++;
+    if (!this.isUnlocked) throw new Error('the object needs the PIN');
+    const box = Buffer.from(sealed, 'base64');
+    const decipher = createDecipheriv('aes-256-gcm', this.objectKey, box.subarray(0, 12));
+    decipher.setAAD(Buffer.from(objectTag.toString(16)));
+    decipher.setAuthTag(box.subarray(box.length - 16));
+    return new Uint8Array(Buffer.concat([decipher.update(box.subarray(12, box.length - 16)), decipher.final()]));
+  }
+
   async managementKey(): Promise<ManagementKey> {
     this.calls++;
     return { algorithm: this.management.algorithm, key: this.management.key.slice() };
@@ -385,12 +413,14 @@ export class MemoryVault implements KeyVault {
     this.pin = { value: pin.slice(), total: this.pin.total, remaining: this.pin.total, isDefault: true };
     if (this.puk && puk) this.puk = { value: puk.slice(), total: this.puk.total, remaining: this.puk.total, isDefault: true };
     this.management = { algorithm: managementKey.algorithm, key: managementKey.key.slice() };
+    this.objectKey = randomBytes(32);
     this.isUnlocked = false;
     this.generation++;
   }
 
   async destroy(): Promise<void> {
     this.keys.clear();
+    this.objectKey = randomBytes(32);
     this.generation++;
   }
 }

@@ -37,6 +37,13 @@ export interface StartPcscdOptions {
   debug?: boolean;
   /** How long to wait for pcscd to come up, in ms. Default 10000. */
   startTimeoutMs?: number;
+  /**
+   * pcscd's socket made the way systemd makes it for pcscd.socket with SocketMode=/SocketGroup=
+   * (bound under that mode, owned root:gid, handed to pcscd by socket activation), e.g. the
+   * installer's --restrict-pcscd drop-in: { mode: 0o660, gid }. Default: pcscd makes its own,
+   * mode 0666, as when started by hand.
+   */
+  socketAccess?: { mode: number; gid: number };
 }
 
 export interface PcscdInstance {
@@ -66,14 +73,38 @@ export interface PcscdInstance {
 }
 
 /**
+ * What systemd does for a socket unit, in small: bind the socket under the umask its SocketMode=
+ * implies, chown it to root:SocketGroup=, then exec the service with the listening socket as fd 3
+ * and LISTEN_FDS/LISTEN_PID set (sd_listen_fds(3)). argv: PATH MODE(octal) GID PROGRAM ARGS...
+ */
+const SOCKET_ACTIVATOR = `
+import os, socket, sys
+path, mode, gid = sys.argv[1], int(sys.argv[2], 8), int(sys.argv[3])
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+previous = os.umask(0o777 & ~mode)
+listener.bind(path)
+os.umask(previous)
+os.chown(path, 0, gid)
+listener.listen(socket.SOMAXCONN)
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ['LISTEN_FDS'] = '1'
+os.environ['LISTEN_PID'] = str(os.getpid())
+os.execvp(sys.argv[4], sys.argv[4:])
+`;
+
+/**
  * The shell that owns the namespace: $1 conf dir, $2 log file, $3 temp dir to remove on
- * exit (covers a test process killed before its cleanup). Commands on stdin.
+ * exit (covers a test process killed before its cleanup), $4 the socket activator. Commands on
+ * stdin: \`start FLAGS\`, \`activate MODE GID FLAGS\` (pcscd on a socket made as systemd would), \`stop\`.
  */
 const NAMESPACE_SHELL = `
 set -u
 conf=$1
 log=$2
 tmp=$3
+activator=$4
 mkdir -p /run/pcscd && mount -t tmpfs -o mode=0755,size=1m tpmvsc-pcscd /run/pcscd || { echo "error mount"; exit 1; }
 pid=
 stop_pcscd() {
@@ -86,6 +117,14 @@ while read -r cmd flags; do
     start)
       rm -f /run/pcscd/pcscd.comm /run/pcscd/pcscd.pid
       pcscd -f $flags -c "$conf" </dev/null >>"$log" 2>&1 &
+      pid=$!
+      echo "started $pid";;
+    activate)
+      rm -f /run/pcscd/pcscd.comm /run/pcscd/pcscd.pid
+      set -- $flags
+      mode=$1 gid=$2
+      shift 2
+      /usr/bin/python3 -c "$activator" /run/pcscd/pcscd.comm "$mode" "$gid" pcscd -f "$@" -c "$conf" </dev/null >>"$log" 2>&1 &
       pid=$!
       echo "started $pid";;
     stop) stop_pcscd; echo stopped;;
@@ -164,7 +203,8 @@ class PcscdHarness implements PcscdInstance {
     readonly readers: number,
     readonly friendlyName: string,
     private readonly naming: ReaderNaming,
-    private readonly flags: string,
+    /** The start command: `start FLAGS` or `activate MODE GID FLAGS`. */
+    private readonly startCommand: string,
     private readonly startTimeoutMs: number,
   ) {
     this.namespacePid = shell.process.pid!;
@@ -195,7 +235,7 @@ class PcscdHarness implements PcscdInstance {
   }
 
   async startPcscd(): Promise<void> {
-    this.shell.send(`start ${this.flags}`);
+    this.shell.send(this.startCommand);
     const line = await this.shell.nextLine(this.startTimeoutMs);
     const match = /^started (\d+)$/.exec(line);
     if (!match) throw new Error(`pcscd harness: unexpected answer ${JSON.stringify(line)}`);
@@ -274,12 +314,15 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     const naming = options.naming ?? 'numbered';
     await registerReaders({ confDir, driverDir: path.join(tempDir, 'drivers'), readers, basePort, friendlyName, naming });
     const logFile = path.join(tempDir, 'pcscd.log');
-    const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir], {
+    const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir, SOCKET_ACTIVATOR], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
     const shell = new NamespaceShell(child, 'pcscd harness');
-    harness = new PcscdHarness(shell, tempDir, logFile, basePort, readers, friendlyName, naming, options.debug ? '-d -a' : '', startTimeoutMs);
+    const flags = options.debug ? '-d -a' : '';
+    const access = options.socketAccess;
+    const startCommand = access ? `activate ${access.mode.toString(8)} ${access.gid} ${flags}` : `start ${flags}`;
+    harness = new PcscdHarness(shell, tempDir, logFile, basePort, readers, friendlyName, naming, startCommand, startTimeoutMs);
     const ready = await Promise.race([shell.nextLine(startTimeoutMs), spawnError]).catch((error: unknown) => {
       throw new Error(`cannot create pcscd's mount namespace: ${String(error)} ${shell.stderr}`);
     });

@@ -54,6 +54,13 @@ export interface StackOptions {
   stockReaderNames?: boolean;
   /** Extra arguments for node itself when it runs tpmvscd (e.g. --cpu-prof to profile the daemon). */
   daemonNodeArgs?: string[];
+  /**
+   * A command that execs its arguments, to run tpmvscd under (e.g. unshare ... sh -c '...; exec "$@"');
+   * it must exec, so the daemon keeps the PID the stack knows.
+   */
+  daemonPrefix?: string[];
+  /** pcscd's socket mode and group as a pcscd.socket drop-in sets them (test/helpers/pcscd.ts); default 0666. */
+  pcscdSocketAccess?: { mode: number; gid: number };
 }
 
 export interface Stack {
@@ -124,7 +131,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const swtpm = await startSwtpm(options.swtpmStateDir ? { stateDir: options.swtpmStateDir } : {});
   let pcscd: PcscdInstance;
   try {
-    pcscd = await startPcscd({ readers, friendlyName, naming });
+    pcscd = await startPcscd({ readers, friendlyName, naming, ...(options.pcscdSocketAccess ? { socketAccess: options.pcscdSocketAccess } : {}) });
   } catch (error) {
     await swtpm.stop();
     throw error;
@@ -142,9 +149,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   let daemonLog = '';
 
   const startDaemon = async (extraArgs: string[] = []): Promise<void> => {
+    const [program, ...prefixArgs] = [...(options.daemonPrefix ?? []), process.execPath];
     const child = spawn(
-      process.execPath,
-      [...(options.daemonNodeArgs ?? []), ...projectProgram('daemon/main'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
+      program!,
+      [...prefixArgs, ...(options.daemonNodeArgs ?? []), ...projectProgram('daemon/main'), '--tcti', swtpm.tcti, '--state-dir', stateDir, '--socket', socketPath,
         '--vpcd', `127.0.0.1:${pcscd.basePort}`, '--readers', String(readers), '--reader-name', friendlyName, '--reader-naming', naming, ...(options.daemonArgs ?? []), ...extraArgs],
       { cwd: REPO, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] },
     );

@@ -6,10 +6,10 @@ import { lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { DEFAULT_PIN_POLICY, PROGRESS, type CreateRequest, type CreateResult } from '../../common/control_protocol.js';
 import { TpmvscError } from '../../common/errors.js';
-import { CONTROL_CHANNEL, ControlServer } from '../../daemon/control_server.js';
+import { CONTROL_CHANNEL, ControlServer, type ControlServerOptions } from '../../daemon/control_server.js';
 import { makeStaleSocket, RecordingCardManager, startTestDaemon } from './cli_test_daemon.js';
 
 const CREATE: CreateRequest = {
@@ -30,6 +30,16 @@ function connect(socketPath: string): Promise<Socket> {
     socket.once('connect', () => resolve(socket));
     socket.once('error', reject);
   });
+}
+
+/** A ControlServer with these options on a socket in a fresh temp dir, closed and removed at the test's end. */
+async function serverFor(t: ExecutionContext, options: Omit<ControlServerOptions, 'socketPath'>): Promise<ControlServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), ...options });
+  await server.listen();
+  t.teardown(() => server.close());
+  return server;
 }
 
 /** Sends raw text and returns every line the server sends before it closes. */
@@ -67,7 +77,8 @@ const badRequests: Array<{ name: string; text: string | Buffer; code: string; me
   { name: 'bad policy', text: `${JSON.stringify({ ...CREATE, pinPolicy: { ...DEFAULT_PIN_POLICY, maxLength: 200 } })}\n`, code: 'BAD_REQUEST', message: /maxlen/ },
   { name: 'bad instance', text: '{"op":"destroy","instance":"ROOT\\\\SMARTCARDREADER\\\\X"}\n', code: 'BAD_REQUEST', message: /"instance" must be/ },
   { name: 'attestation', text: `${JSON.stringify({ ...CREATE, attestation: 'AIK_MAYBE' })}\n`, code: 'BAD_REQUEST', message: /"attestation" must be null, "AIK_AND_CERT" or "AIK_ONLY"/ },
-  { name: 'oversized line', text: `{"op":"list","x":"${'a'.repeat(20_000)}`, code: 'BAD_REQUEST', message: /longer than 16384 bytes/ },
+  { name: 'oversized line', text: `{"op":"list","x":"${'a'.repeat(20_000)}`, code: 'BAD_REQUEST', message: /request line is longer than 16384 bytes/ },
+  { name: 'oversized line with its newline', text: `{"op":"list"${' '.repeat(20_000)}}\n`, code: 'BAD_REQUEST', message: /request line is longer than 16384 bytes/ },
   { name: 'unknown card', text: '{"op":"destroy","instance":"ROOT\\\\SMARTCARDREADER\\\\0004"}\n', code: 'NOT_FOUND', message: /ROOT\\SMARTCARDREADER\\0004/ },
 ];
 
@@ -87,13 +98,54 @@ for (const row of badRequests) {
 }
 
 test('a request that never ends its line times out with BAD_REQUEST', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards: new RecordingCardManager(), requestTimeoutMs: 300 });
-  await server.listen();
-  t.teardown(() => server.close());
+  const server = await serverFor(t, { cards: new RecordingCardManager(), requestTimeoutMs: 300 });
   const lines = await exchange(server.socketPath, '{"op":');
-  t.like(lines[0], { ok: false, error: { code: 'BAD_REQUEST', message: 'Invalid request: no request received in time' } });
+  t.like(lines[0], { ok: false, error: { code: 'BAD_REQUEST', message: 'Invalid request: no complete request line within 0.3 s of connecting' } });
+});
+
+test('the request deadline counts from connect(): trickling bytes does not extend it', async (t) => {
+  const server = await serverFor(t, { cards: new RecordingCardManager(), requestTimeoutMs: 500 });
+  const socket = await connect(server.socketPath);
+  let received = '';
+  socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => undefined);
+  let sent = 0;
+  for (const character of '{"op":"list"                              }') {
+    if (received !== '') break;
+    socket.write(character);
+    sent += 1;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await closed;
+  t.true(sent < 40, `cut after ${sent} bytes`);
+  t.like(JSON.parse(received.split('\n')[0]!), { ok: false, error: { code: 'BAD_REQUEST', message: 'Invalid request: no complete request line within 0.5 s of connecting' } });
+});
+
+test('connections over the per-user limit are refused with TOO_MANY_CONNECTIONS; root is not held to the total', async (t) => {
+  const server = await serverFor(t, { cards: new RecordingCardManager(), maxConnections: 1, maxConnectionsPerUser: 3 });
+  // This test runs as root: three idle connections fit (the total of 1 is for other users), a fourth does not.
+  const idle = await Promise.all([1, 2, 3].map(() => connect(server.socketPath)));
+  t.teardown(() => idle.forEach((socket) => socket.destroy()));
+  const lines = await exchange(server.socketPath, '{"op":"list"}\n');
+  t.deepEqual(lines, [
+    { ok: false, error: { code: 'TOO_MANY_CONNECTIONS', message: 'tpmvscd has too many open control connections: 3 from this user (--max-control-connections-per-user); try again when they have finished' } },
+  ]);
+  idle[0]!.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.deepEqual(await exchange(server.socketPath, '{"op":"list"}\n'), [{ ok: true, result: [] }]);
+});
+
+test('a create slower than the request timeout is not cut: the timeout ends with the request line', async (t) => {
+  const cards = new RecordingCardManager();
+  const create = cards.create.bind(cards);
+  cards.create = async (request, progress, signal) => {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    return create(request, progress, signal);
+  };
+  const server = await serverFor(t, { cards, requestTimeoutMs: 200 });
+  const lines = await exchange(server.socketPath, `${JSON.stringify(CREATE)}\n`);
+  t.like(lines.at(-1), { ok: true, result: { instance: 'ROOT\\SMARTCARDREADER\\0000' } });
 });
 
 test('an unexpected error is INTERNAL with a generic message; the detail goes to the diagnostics channel', async (t) => {
@@ -130,8 +182,6 @@ test('a client that disconnects during create aborts the signal (roll-back)', as
 });
 
 test('create and destroy are serialised; list is answered meanwhile', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-srv-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
   const log: string[] = [];
   let inFlight = 0;
   let maxInFlight = 0;
@@ -146,9 +196,7 @@ test('create and destroy are serialised; list is answered meanwhile', async (t) 
     return { instance: 'ROOT\\SMARTCARDREADER\\0000', reader: 'r' };
   };
   cards.create = (request) => slowCreate(request);
-  const server = new ControlServer({ socketPath: join(dir, 'c.sock'), cards });
-  await server.listen();
-  t.teardown(() => server.close());
+  const server = await serverFor(t, { cards });
   const creates = ['A', 'B', 'C'].map((name) => exchange(server.socketPath, `${JSON.stringify({ ...CREATE, name })}\n`));
   await new Promise((resolve) => setTimeout(resolve, 50));
   const list = await exchange(server.socketPath, '{"op":"list"}\n');

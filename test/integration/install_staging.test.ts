@@ -133,3 +133,20 @@ test('a failing step (a full disk) leaves no tree behind, and an existing instal
   t.true((sections.get('before') ?? '').includes('./root/usr/lib/tpmvsc/dist/daemon/main.js'));
   t.is(sections.get('after'), sections.get('before'), 'the failed upgrade changed the existing install');
 });
+
+test('DESTDIR install --restrict-pcscd=GROUP stages the socket drop-in and the group; a bad group name stops it first', async (t) => {
+  const temp = await mkdtemp(join(tmpdir(), 'tpmvsc-destdir-'));
+  t.teardown(() => rm(temp, { recursive: true, force: true }));
+  const destdir = join(temp, 'pkgroot');
+  const installed = await runProgram('bash', [INSTALL, '--restrict-pcscd=cardusers'], { env: { ...process.env, DESTDIR: destdir }, timeoutMs: 180_000 });
+  t.is(installed.code, 0, installed.stderr);
+  const socketDropIn = await readFile(join(destdir, 'etc', 'systemd', 'system', 'pcscd.socket.d', 'tpmvsc-restrict.conf'), 'utf8');
+  t.regex(socketDropIn, /^SocketMode=0660$/m);
+  t.regex(socketDropIn, /^SocketGroup=cardusers$/m);
+  t.regex(await readFile(join(destdir, 'usr', 'lib', 'sysusers.d', 'tpmvsc-pcscd.conf'), 'utf8'), /^g\s+cardusers -$/m);
+
+  const refused = await runProgram('bash', [INSTALL, '--restrict-pcscd=Card Users'], { env: { ...process.env, DESTDIR: join(temp, 'refused') } });
+  t.is(refused.code, 2);
+  t.regex(refused.stderr, /^install\.sh: --restrict-pcscd=GROUP needs a group name/);
+  t.deepEqual(await readdir(temp), ['pkgroot'], 'a refused option left a tree');
+});

@@ -44,6 +44,32 @@ test('systemd-analyze verify accepts tpmvscd.service and the pcscd drop-in witho
   t.regex(broken.output, /Unknown key 'IPAddressDenny'/);
 });
 
+test('systemd-analyze verify accepts pcscd.socket with the --restrict-pcscd drop-in; sysusers creates its group', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tpmvsc-units-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dropIn = await readFile(join(SYSTEMD, 'pcscd.socket.d', 'tpmvsc-restrict.conf'), 'utf8');
+  t.deepEqual(dropIn.split('\n').filter((line) => line !== '' && !line.startsWith('#')), ['[Socket]', 'SocketMode=0660', 'SocketGroup=scard']);
+  await copyFile('/lib/systemd/system/pcscd.socket', join(dir, 'pcscd.socket'));
+  await copyFile('/lib/systemd/system/pcscd.service', join(dir, 'pcscd.service'));
+  await mkdir(join(dir, 'pcscd.socket.d'));
+  await writeFile(join(dir, 'pcscd.socket.d', 'tpmvsc-restrict.conf'), dropIn);
+  const verified = run('systemd-analyze', ['verify', join(dir, 'pcscd.socket')], { SYSTEMD_UNIT_PATH: `${dir}:` });
+  t.is(verified.code, 0, verified.output);
+  t.is(verified.output, '', 'systemd-analyze printed warnings');
+
+  // The drop-in is read: a bad mode or group name in it is reported.
+  await writeFile(join(dir, 'pcscd.socket.d', 'tpmvsc-restrict.conf'), '[Socket]\nSocketMode=0669\nSocketGroup=sc/ard\n');
+  const broken = run('systemd-analyze', ['verify', join(dir, 'pcscd.socket')], { SYSTEMD_UNIT_PATH: `${dir}:` });
+  t.regex(broken.output, /Failed to parse mode value, ignoring: 0669/);
+  t.regex(broken.output, /Invalid user\/group name or numeric ID: sc\/ard/);
+
+  const root = join(dir, 'root');
+  await mkdir(join(root, 'etc'), { recursive: true });
+  const sysusers = run('systemd-sysusers', [`--root=${root}`, join(SYSTEMD, 'sysusers.d', 'tpmvsc-pcscd.conf')]);
+  t.is(sysusers.code, 0, sysusers.output);
+  t.regex(await readFile(join(root, 'etc', 'group'), 'utf8'), /^scard:x:\d+:$/m);
+});
+
 test('sysusers creates user and group tpmvsc and group tss; tmpfiles creates the state and runtime directories', async (t) => {
   const root = await mkdtemp(join(tmpdir(), 'tpmvsc-root-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));

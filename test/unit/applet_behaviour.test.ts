@@ -16,6 +16,8 @@ import {
   type TestCard,
 } from '../helpers/applet_harness.js';
 import { readTlv } from '../../applet/tlv.js';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { APPLET_CHANNEL } from '../../applet/piv_applet.js';
 
 const lc = (hex: string): string => (hex.length / 2).toString(16).padStart(2, '0');
 const PIN_OK = verifyCommand('12345678');
@@ -261,6 +263,31 @@ test('RESET after PIN and PUK are blocked restores the factory state but keeps t
   t.is(await card.send('00f7009b'), '010103020200010501019000', 'default 3DES management key');
   t.is(await card.send(verifyCommand('12345678')), '9000');
   t.is(card.vault.keyCount, 0);
+});
+
+test('RESET without 9B is refused (6982) and reported on the applet channel with the reason; nothing is lost', async (t) => {
+  const refusals: unknown[] = [];
+  const listener = (message: unknown): void => void refusals.push(message);
+  subscribe(APPLET_CHANNEL, listener);
+  t.teardown(() => unsubscribe(APPLET_CHANNEL, listener));
+  const card = makeTestCard({ serial: 424242 });
+  await mutualAuthenticate(card.send);
+  await card.send('0047009a05ac03800111');
+  card.applet.reset();
+  for (let i = 0; i < 5; i++) await card.send('00200080083131313131313131');
+  for (let i = 0; i < 5; i++) await card.send('002c0080103939393939393939' + '3131313131313131');
+  const calls = card.vault.calls;
+  t.is(await card.send('00fb0000'), '6982');
+  t.is(card.vault.calls, calls, 'the vault was not even asked for the counters');
+  t.deepEqual(refusals.filter((r) => (r as { serial?: number }).serial === 424242), [
+    { event: 'refused', serial: 424242, instruction: 'RESET', reason: 'RESET needs the management key (9B) authenticated in this card session' },
+  ]);
+  t.is(card.vault.keyCount, 1, 'the key is still in the vault');
+  t.regex(await card.send('00f7009a'), /9000$/);
+  // Refusals clients cause all day (an absent object, a missing PIN) are not reported.
+  await card.send('00cb3fff055c035fc105');
+  await card.send('0087119a267c2482008120' + 'ab'.repeat(32));
+  t.is(refusals.filter((r) => (r as { serial?: number }).serial === 424242).length, 1);
 });
 
 test('SET PIN RETRIES needs 9B and the PIN, resets PIN/PUK to the defaults', async (t) => {

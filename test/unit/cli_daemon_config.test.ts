@@ -16,7 +16,22 @@ test('defaults', (t) => {
     attestationCa: undefined,
     ownerAuthFile: undefined,
     endorsementAuthFile: undefined,
+    control: { maxConnections: 64, maxConnectionsPerUser: 16, requestTimeoutMs: 10_000 },
   });
+});
+
+test('control socket limits: flags, environment, bounds', (t) => {
+  t.like(parseDaemonArguments(['--max-control-connections', '8', '--max-control-connections-per-user=2', '--control-request-timeout', '3'], {}), {
+    control: { maxConnections: 8, maxConnectionsPerUser: 2, requestTimeoutMs: 3000 },
+  });
+  const env = { TPMVSC_MAX_CONTROL_CONNECTIONS: '100', TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER: '4', TPMVSC_CONTROL_REQUEST_TIMEOUT: '60' };
+  t.like(parseDaemonArguments([], env), { control: { maxConnections: 100, maxConnectionsPerUser: 4, requestTimeoutMs: 60_000 } });
+  t.like(parseDaemonArguments(['--max-control-connections', '5'], env), { control: { maxConnections: 5, maxConnectionsPerUser: 4 } });
+  for (const [flag, value] of [['--max-control-connections', '0'], ['--max-control-connections-per-user', '-1'], ['--control-request-timeout', '1.5'], ['--control-request-timeout', '3601']] as const) {
+    t.throws(() => parseDaemonArguments([flag, value], {}), { instanceOf: TpmvscError, message: new RegExp(`${flag} must be a whole number from 1 to`) });
+  }
+  t.throws(() => parseDaemonArguments([], { TPMVSC_MAX_CONTROL_CONNECTIONS: 'many' }), { message: /TPMVSC_MAX_CONTROL_CONNECTIONS must be a whole number/ });
+  t.throws(() => parseDaemonArguments(['register-readers', '--conf-dir', '/c', '--driver-dir', '/d', '--max-control-connections', '3'], {}), { message: /unknown option/ });
 });
 
 test('--attestation-ca takes an http(s) URL, also from TPMVSC_ATTESTATION_CA', (t) => {
@@ -65,7 +80,7 @@ test('register-readers', (t) => {
 
 test('--help', (t) => {
   t.deepEqual(parseDaemonArguments(['--help'], {}), { command: 'help' });
-  for (const flag of ['--tcti', '--state-dir', '--socket', '--vpcd', '--readers', '--reader-name', '--reader-naming', 'register-readers', 'TPMVSC_VPCD']) t.true(DAEMON_HELP.includes(flag), flag);
+  for (const flag of ['--tcti', '--state-dir', '--socket', '--vpcd', '--readers', '--reader-name', '--reader-naming', 'register-readers', 'TPMVSC_VPCD', '--max-control-connections', 'TPMVSC_MAX_CONTROL_CONNECTIONS_PER_USER', 'TPMVSC_CONTROL_REQUEST_TIMEOUT']) t.true(DAEMON_HELP.includes(flag), flag);
 });
 
 const refused: Array<{ name: string; argv: string[]; env?: Record<string, string>; want: RegExp }> = [

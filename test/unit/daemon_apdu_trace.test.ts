@@ -82,3 +82,68 @@ test('answers of GENERAL AUTHENTICATE (and the GET RESPONSE parts that continue 
   t.is(lines[5]!.response, '01029000');
   t.false((await readFile(file, 'utf8')).includes('c0ffee'));
 });
+
+test('PUT DATA of a PIN-protected object keeps only its tag list; other objects stay readable', (t) => {
+  const key = '0102030405060708'.repeat(3);
+  // ykman's PIN-protected management key: 5FC109 = 88 1A 89 18 <key>
+  t.is(redactCommand(bytes(`00 db 3f ff 23 5c035fc109 531c 881a8918 ${key}`)), '00db3fff235c035fc109' + 'xx'.repeat(30));
+  t.is(redactCommand(bytes(`00 db 3f ff 00 0023 5c035fc109 531c 881a8918 ${key}`)), '00db3fff0000235c035fc109' + 'xx'.repeat(30));
+  for (const tag of ['5fc103', '5fc108', '5fc121', '5fc123']) {
+    t.is(redactCommand(bytes(`00 db 3f ff 0a 5c03${tag} 5303 aabbcc`)), `00db3fff0a5c03${tag}` + 'xx'.repeat(5));
+  }
+  const certificate = '00db3fff0a5c035fc10553037001aa';
+  t.is(redactCommand(bytes(certificate)), certificate);
+  t.is(redactCommand(bytes('00 db 3f ff 05 53030102ff')), '00db3fff05' + 'xx'.repeat(5), 'no tag list: all masked');
+});
+
+test('a chained PUT DATA of a PIN-protected object is masked in every part; a certificate chain is not; a power event ends a chain', async (t) => {
+  const { trace, file } = await traceInTempDir(t);
+  const timing = { at: performance.now(), took: 0 };
+  const secretPart = 'c0ffee'.repeat(100);
+  await trace.record('R', bytes(`10 db 3f ff f5 5c035fc108 5382 0200 ${secretPart.slice(0, 236 * 2)}`), bytes('9000'), timing);
+  await trace.record('R', bytes(`10 db 3f ff 02 ${secretPart.slice(0, 4)}`), bytes('9000'), timing);
+  await trace.record('R', bytes(`00 db 3f ff 02 ${secretPart.slice(0, 4)}`), bytes('9000'), timing);
+  await trace.record('R', bytes('10 db 3f ff 08 5c035fc105 5382 01'), bytes('9000'), timing);
+  await trace.record('R', bytes('00 db 3f ff 02 7001'), bytes('9000'), timing);
+  await trace.record('R', bytes('10 db 3f ff 08 5c035fc105 5382 01'), bytes('9000'), timing);
+  trace.event('R', 'reset');
+  await trace.record('R', bytes(`10 db 3f ff 0a 5c035fc109 5382 0100 ${secretPart.slice(0, 2)}`), bytes('9000'), timing);
+  await trace.record('R', bytes(`00 db 3f ff 02 ${secretPart.slice(0, 4)}`), bytes('9000'), timing);
+  const lines = (await readFile(file, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { command?: string });
+  const commands = lines.map((line) => line.command).filter((command) => command !== undefined);
+  t.is(commands[0], '10db3ffff55c035fc108' + 'xx'.repeat(240));
+  t.is(commands[1], '10db3fff02xxxx');
+  t.is(commands[2], '00db3fff02xxxx');
+  t.is(commands[3], '10db3fff085c035fc105538201');
+  t.is(commands[4], '00db3fff027001');
+  t.is(commands[6], '10db3fff0a5c035fc109' + 'xx'.repeat(5), 'after a reset the new chain is judged by its own tag');
+  t.is(commands[7], '00db3fff02xxxx');
+  t.false((await readFile(file, 'utf8')).includes('c0ffee'));
+});
+
+test('GET DATA answers of PIN-protected objects (and their GET RESPONSE parts) keep only 53 and the status word', async (t) => {
+  const { trace, file } = await traceInTempDir(t);
+  const timing = { at: performance.now(), took: 0 };
+  await trace.record('R', bytes('00 cb 3f ff 05 5c035fc109 00'), bytes('53 1c 881a8918 c0ffee 6115'), timing);
+  await trace.record('R', bytes('00 c0 00 00 15'), bytes('c0ffee c0ffee 9000'), timing);
+  await trace.record('R', bytes('00 cb 3f ff 00 0005 5c035fc103 0000'), bytes('53 02 c0ff 9000'), timing);
+  await trace.record('R', bytes('00 cb 3f ff 05 5c035fc102 00'), bytes('53 02 abcd 9000'), timing);
+  await trace.record('R', bytes('00 cb 3f ff 05 5c035fc109 00'), bytes('6982'), timing);
+  const lines = (await readFile(file, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { response: string; command: string });
+  t.is(lines[0]!.response, '53' + 'xx'.repeat(8) + '6115');
+  t.is(lines[1]!.response, 'xx'.repeat(6) + '9000');
+  t.is(lines[2]!.response, '53xxxxxx9000', 'extended GET DATA too');
+  t.is(lines[3]!.response, '5302abcd9000', 'the CHUID is not secret');
+  t.is(lines[4]!.response, '6982');
+  t.is(lines[0]!.command, '00cb3fff055c035fc10900', 'the request names only the tag');
+  t.false((await readFile(file, 'utf8')).includes('c0ff'));
+});
+
+test('a refusal the card reported is the line\'s note', async (t) => {
+  const { trace, file } = await traceInTempDir(t);
+  await trace.record('R', bytes('00 fb 00 00'), bytes('6982'), { at: performance.now(), took: 0 }, 'RESET refused: no 9B');
+  await trace.record('R', bytes('00 fd 00 00'), bytes('0504039000'), { at: performance.now(), took: 0 });
+  const lines = (await readFile(file, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+  t.like(lines[0], { command: '00fb0000', response: '6982', note: 'RESET refused: no 9B' });
+  t.false('note' in lines[1]!);
+});
