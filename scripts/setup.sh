@@ -10,6 +10,8 @@ DEBIAN_PACKAGES=(
   pcscd vsmartcard-vpcd libpcsclite-dev
   # the TPM: a software TPM for tests and for machines without one, and tpm2-tools for interop checks
   swtpm swtpm-tools tpm2-tools gnutls-bin
+  # the tss group and the udev rule that gives it /dev/tpmrm0 (the daemon's unit runs with that group)
+  tpm-udev
   # real clients the end-to-end tests drive
   opensc pcsc-tools yubico-piv-tool ykcs11 python3-ykman yubikey-manager python3-pyscard
   libengine-pkcs11-openssl libnss3-tools openssh-server openssh-client p11-kit
@@ -18,8 +20,9 @@ DEBIAN_PACKAGES=(
   chromium
   # provisioning tpm2-pkcs11 for bench/pkcs11_bench.ts (tpm2-abrmd on a private session bus)
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus
-  # isolation and service checks
-  util-linux iproute2 systemd openssl
+  # isolation and service checks; systemd-nspawn boots the installed service in a container
+  # (test/e2e/systemd_service.test.ts)
+  util-linux iproute2 systemd systemd-container openssl
   # the vpcd guard: tpmvscd's nftables table keeps other local users off the reader ports
   nftables
 )

@@ -18,15 +18,15 @@
  * in place, as in production: the namespace shell deletes that table when it ends, so every
  * harness removes its own table, also when the test process dies.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 
 import { registerReaders, readerName as poolReaderName, SLOTS_PER_BLOCK, type ReaderNaming } from '../../daemon/reader_config.js';
 import { guardTableName, readerPortRange } from '../../daemon/vpcd_guard.js';
+import { NamespaceShell } from './namespace_shell.js';
 
 export interface StartPcscdOptions {
   /** Readers in the pool (rounded up to even). Default 2. */
@@ -209,10 +209,9 @@ class PcscdHarness implements PcscdInstance {
   readonly namespacePid: number;
   private pcscdPid = 0;
   private stopped: Promise<void> | null = null;
-  private readonly lines: AsyncIterator<string>;
 
   constructor(
-    private readonly shell: ChildProcessWithoutNullStreams,
+    private readonly shell: NamespaceShell,
     private readonly tempDir: string,
     private readonly logFile: string,
     readonly basePort: number,
@@ -223,10 +222,9 @@ class PcscdHarness implements PcscdInstance {
     private readonly startCommand: string,
     private readonly startTimeoutMs: number,
   ) {
-    this.namespacePid = shell.pid!;
+    this.namespacePid = shell.process.pid!;
     this.socketPath = `/proc/${this.namespacePid}/root/run/pcscd/pcscd.comm`;
     this.env = { ...process.env, PCSCLITE_CSOCK_NAME: this.socketPath };
-    this.lines = createInterface({ input: shell.stdout })[Symbol.asyncIterator]();
   }
 
   get pid(): number {
@@ -251,24 +249,9 @@ class PcscdHarness implements PcscdInstance {
     return readFile(this.logFile, 'utf8').catch(() => '');
   }
 
-  /** Reads the shell's next line, failing after timeoutMs or when the shell exits. */
-  async nextLine(timeoutMs: number): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`pcscd harness: no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      const next = await Promise.race([this.lines.next(), timeout]);
-      if (next.done) throw new Error('pcscd harness: the namespace shell exited');
-      return next.value;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   async startPcscd(): Promise<void> {
-    this.shell.stdin.write(`${this.startCommand}\n`);
-    const line = await this.nextLine(this.startTimeoutMs);
+    this.shell.send(this.startCommand);
+    const line = await this.shell.nextLine(this.startTimeoutMs);
     const match = /^started (\d+)$/.exec(line);
     if (!match) throw new Error(`pcscd harness: unexpected answer ${JSON.stringify(line)}`);
     this.pcscdPid = Number(match[1]);
@@ -292,9 +275,9 @@ class PcscdHarness implements PcscdInstance {
   async stopPcscd(): Promise<void> {
     if (!this.pcscdPid) return;
     const pid = this.pcscdPid;
-    this.shell.stdin.write('stop\n');
+    this.shell.send('stop');
     try {
-      await this.nextLine(5000);
+      await this.shell.nextLine(5000);
     } catch {
       // pcscd ignored SIGTERM: end it by its PID.
       try {
@@ -302,7 +285,7 @@ class PcscdHarness implements PcscdInstance {
       } catch {
         // gone already
       }
-      await this.nextLine(5000).catch(() => undefined);
+      await this.shell.nextLine(5000).catch(() => undefined);
     }
     this.pcscdPid = 0;
   }
@@ -319,14 +302,10 @@ class PcscdHarness implements PcscdInstance {
 
   private async shutdown(): Promise<void> {
     try {
-      if (this.shell.exitCode === null && this.shell.signalCode === null) {
+      if (this.shell.process.exitCode === null && this.shell.process.signalCode === null) {
         await this.stopPcscd().catch(() => undefined);
-        const exited = new Promise<void>((resolve) => this.shell.once('exit', () => resolve()));
-        this.shell.stdin.end();
-        const timer = setTimeout(() => this.shell.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(timer);
       }
+      await this.shell.end(5000);
     } finally {
       await rm(this.tempDir, { recursive: true, force: true });
     }
@@ -351,20 +330,19 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     await registerReaders({ confDir, driverDir: path.join(tempDir, 'drivers'), readers, basePort, friendlyName, naming });
     const logFile = path.join(tempDir, 'pcscd.log');
     const guardTable = guardTableName(readerPortRange(basePort, readers));
-    const shell = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir, SOCKET_ACTIVATOR, guardTable], {
+    const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', NAMESPACE_SHELL, 'sh', confDir, logFile, tempDir, SOCKET_ACTIVATOR, guardTable], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    const spawnError = new Promise<never>((_, reject) => shell.once('error', reject));
-    let stderr = '';
-    shell.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
+    const shell = new NamespaceShell(child, 'pcscd harness');
     const flags = options.debug ? '-d -a' : '';
     const access = options.socketAccess;
     const startCommand = access ? `activate ${access.mode.toString(8)} ${access.gid} ${flags}` : `start ${flags}`;
     harness = new PcscdHarness(shell, tempDir, logFile, basePort, readers, friendlyName, naming, startCommand, startTimeoutMs);
-    const ready = await Promise.race([harness.nextLine(startTimeoutMs), spawnError]).catch((error: unknown) => {
-      throw new Error(`cannot create pcscd's mount namespace: ${String(error)} ${stderr}`);
+    const ready = await Promise.race([shell.nextLine(startTimeoutMs), spawnError]).catch((error: unknown) => {
+      throw new Error(`cannot create pcscd's mount namespace: ${String(error)} ${shell.stderr}`);
     });
-    if (ready !== 'ready') throw new Error(`cannot create pcscd's mount namespace: ${ready} ${stderr}`);
+    if (ready !== 'ready') throw new Error(`cannot create pcscd's mount namespace: ${ready} ${shell.stderr}`);
     await harness.startPcscd();
     return harness;
   } catch (error) {

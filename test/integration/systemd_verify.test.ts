@@ -71,7 +71,7 @@ test('systemd-analyze verify accepts pcscd.socket with the --restrict-pcscd drop
   t.regex(await readFile(join(root, 'etc', 'group'), 'utf8'), /^scard:x:\d+:$/m);
 });
 
-test('sysusers creates user and group tpmvsc; tmpfiles creates the state and runtime directories', async (t) => {
+test('sysusers creates user and group tpmvsc and group tss; tmpfiles creates the state and runtime directories', async (t) => {
   const root = await mkdtemp(join(tmpdir(), 'tpmvsc-root-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
   await mkdir(join(root, 'etc'));
@@ -81,6 +81,8 @@ test('sysusers creates user and group tpmvsc; tmpfiles creates the state and run
   const group = await readFile(join(root, 'etc', 'group'), 'utf8');
   t.regex(passwd, /^tpmvsc:x:\d+:\d+:TPM virtual smart card daemon:\/var\/lib\/tpmvsc:\/usr\/sbin\/nologin$/m);
   t.regex(group, /^tpmvsc:x:\d+:/m);
+  // The unit's SupplementaryGroups=tss must resolve on a machine without tpm-udev's group.
+  t.regex(group, /^tss:x:\d+:/m);
 
   const tmpfiles = run('systemd-tmpfiles', [`--root=${root}`, '--create', join(SYSTEMD, 'tmpfiles.d', 'tpmvsc.conf')]);
   t.is(tmpfiles.code, 0, tmpfiles.output);
@@ -123,4 +125,7 @@ test('the daemon unit carries the hardening the design relies on', async (t) => 
   t.false(/^ExecStart=.*--auto-exit/m.test(dropIn));
   t.regex(dropIn, /^IPAddressDeny=any$/m);
   t.regex(dropIn, /^IPAddressAllow=localhost$/m);
+  // Debian's ExecStart has --auto-exit: pcscd would quit 60 s after its last client, cards and all.
+  t.regex(dropIn, /^ExecStart=\nExecStart=\/usr\/sbin\/pcscd --foreground \$PCSCD_ARGS$/m);
+  t.false(/--auto-exit/.test(dropIn.replace(/^#.*$/gm, '')), 'the drop-in runs pcscd with --auto-exit');
 });
