@@ -40,6 +40,8 @@ rm -rf "$LIB/dist"
 cp -r dist "$LIB/dist"
 rm -rf "$LIB/dist/test" "$LIB/dist/bench"
 install -m 0644 package.json package-lock.json "$LIB/"
+source scripts/native_build_env.sh # pcsclite builds against this node's installed headers, offline
+tpmvsc_use_local_node_headers
 (cd "$LIB" && npm ci --omit=dev --no-audit --no-fund >/dev/null)
 
 for tool in tpmvscd:daemon tpmvscmgr:cli tpmvsc-ca:ca; do
