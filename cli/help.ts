@@ -3,7 +3,9 @@
  * sections every command shares (options, /machine, PIN and PUK rules, exit codes) once;
  * `tpmvscmgr <command> /?` prints that command's own part and points to the overview.
  */
-import { DEFAULT_PIN, DEFAULT_PUK, PIV_SECRET_MAX_LENGTH, POLICY_MIN_LENGTH_BOUND, WINDOWS_SECRET_MIN_LENGTH } from '../common/pin_rules.js';
+import {
+  DEFAULT_PIN, DEFAULT_PUK, PIV_CLIENT_SET_MIN_LENGTH, PIV_SECRET_MAX_LENGTH, POLICY_MIN_LENGTH_BOUND, WINDOWS_SECRET_MIN_LENGTH,
+} from '../common/pin_rules.js';
 import type { CommandName } from './parse_arguments.js';
 
 const EXIT_CODES = `Exit codes:
@@ -41,14 +43,18 @@ a member of the tpmvsc group there. Output, errors and exit codes are the target
 the target's socket. Ctrl-C during a create rolls the card back on the target.`;
 
 const MAX = PIV_SECRET_MAX_LENGTH;
-const SECRETS = `PINs and PUKs (the one difference from Windows' tpmvscmgr): at most ${MAX} characters.
+const SET_MIN = PIV_CLIENT_SET_MIN_LENGTH;
+const SECRETS = `PINs and PUKs (the one difference from Windows' tpmvscmgr: the length range PIV clients handle).
 PIV clients (OpenSC, yubico-piv-tool, ykman, browsers, ssh) send a PIN or PUK padded to ${MAX} bytes
-and no longer: a longer one could never be entered, so it is refused here. Windows' minimums stay:
+and no longer, so a longer one could never be entered: it is refused here. Windows' minimums stay:
   PIN without /pinpolicy  exactly ${WINDOWS_SECRET_MIN_LENGTH} characters (Windows' minimum ${WINDOWS_SECRET_MIN_LENGTH} meets PIV's maximum ${MAX})
-  PIN with /pinpolicy     minlen..maxlen characters, ${POLICY_MIN_LENGTH_BOUND} <= minlen <= maxlen <= ${MAX}
+  PIN with /pinpolicy     minlen..maxlen characters, ${POLICY_MIN_LENGTH_BOUND} <= minlen <= maxlen <= ${MAX}, maxlen >= ${SET_MIN}
   PUK                     exactly ${WINDOWS_SECRET_MIN_LENGTH} characters
-All of them printable ASCII. Cards created by older versions, whose PIN or PUK may be longer,
-keep working: the card still accepts the long value, and every new PIN or PUK has at most ${MAX}.
+All of them printable ASCII. A PIN of ${POLICY_MIN_LENGTH_BOUND} or ${SET_MIN - 1} characters logs in with OpenSC and
+yubico-piv-tool, but PIV clients set no PIN shorter than ${SET_MIN} (change-pin, unblock-pin) and ykman
+takes none: hence maxlen >= ${SET_MIN}, so the PIN can always be changed and unblocked with them.
+Cards created by older versions, whose PIN or PUK may be longer, keep working: the card still
+accepts the long value, and every new PIN or PUK has at most ${MAX} characters.
 PROMPT reads from the terminal without echo and asks twice. When stdin is not a terminal, each
 PROMPT reads one line from stdin, in the order admin key, PIN, PUK.`;
 
@@ -76,8 +82,8 @@ its instance ID, ROOT\\SMARTCARDREADER\\000n, as the last line on stdout.
   /generate     provision the PIV data objects so middleware can enroll keys right away
   /pinpolicy    only with /PIN PROMPT; options:
                   minlen <n>     minimum PIN length, default ${WINDOWS_SECRET_MIN_LENGTH}, at least ${POLICY_MIN_LENGTH_BOUND}
-                  maxlen <n>     maximum PIN length, default ${MAX}, at most ${MAX} (Windows: 127; PIV clients
-                                 send at most ${MAX} bytes), minlen <= maxlen
+                  maxlen <n>     maximum PIN length, default ${MAX}, from ${SET_MIN} to ${MAX} (Windows: up to 127;
+                                 see "PINs and PUKs" in tpmvscmgr /?), minlen <= maxlen
                   uppercase | lowercase | digits | specialchars  ALLOWED | DISALLOWED | REQUIRED
                                  (default ALLOWED)
   /machine      create the card on another computer, over SSH

@@ -15,7 +15,7 @@
  */
 import { DEFAULT_PIN_POLICY, parseInstanceId, instanceId, type PinPolicy, type TriState } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
-import { checkPinPolicy, isTriState, PIV_SECRET_MAX_LENGTH, POLICY_MIN_LENGTH_BOUND } from '../common/pin_rules.js';
+import { checkPinPolicy, isTriState, PIV_CLIENT_SET_MIN_LENGTH, PIV_SECRET_MAX_LENGTH, POLICY_MIN_LENGTH_BOUND } from '../common/pin_rules.js';
 
 export type AdminKeyMode = 'DEFAULT' | 'PROMPT' | 'RANDOM';
 export type SecretMode = 'DEFAULT' | 'PROMPT';
@@ -225,7 +225,8 @@ export function parsePinPolicy(options: readonly string[]): PinPolicy {
     const value = options[index + 1];
     if (value === undefined) throw usage(`/pinpolicy ${key} needs a value`);
     if (key === 'minlen' || key === 'maxlen') {
-      if (!/^\d{1,3}$/.test(value)) throw usage(`/pinpolicy ${key} needs a number from ${POLICY_MIN_LENGTH_BOUND} to ${PIV_SECRET_MAX_LENGTH}`);
+      const lowest = key === 'minlen' ? POLICY_MIN_LENGTH_BOUND : PIV_CLIENT_SET_MIN_LENGTH;
+      if (!/^\d{1,3}$/.test(value)) throw usage(`/pinpolicy ${key} needs a number from ${lowest} to ${PIV_SECRET_MAX_LENGTH}`);
       if (key === 'minlen') policy.minLength = Number(value);
       else policy.maxLength = Number(value);
     } else {

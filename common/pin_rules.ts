@@ -11,7 +11,13 @@
  *   PIN, no policy    8    8  printable ASCII (0x20..0x7E)   Windows' minimum is PIV's maximum
  *   PIN, /pinpolicy   4    8  printable ASCII, classes ALLOWED | DISALLOWED | REQUIRED
  *   PUK               8    8  printable ASCII
- *   policy minlen, maxlen: 4..8, minlen <= maxlen
+ *   policy minlen 4..8, maxlen 6..8, minlen <= maxlen
+ *
+ * Measured with Debian 12's clients: a PIN of 4 or 5 characters logs in with OpenSC and
+ * yubico-piv-tool, but neither sets one (yubico-piv-tool change-pin/unblock-pin: "Minimum 6
+ * digits"; OpenSC C_SetPIN: CKR_PIN_LEN_RANGE) and ykman takes none (6..8). So a policy must
+ * allow PINs of 6 characters or more (maxlen >= 6): otherwise no PIV client could ever change
+ * or unblock the card's PIN.
  *
  * Cards made before this limit may hold a policy with maxlen up to 127 and a longer PIN or PUK:
  * they keep working (the card still accepts values of up to 127 bytes where a value is presented:
@@ -29,6 +35,8 @@ export const PIV_SECRET_MAX_LENGTH = 8;
 export const WINDOWS_SECRET_MIN_LENGTH = 8;
 /** The lowest /pinpolicy minlen (Windows' lower bound). */
 export const POLICY_MIN_LENGTH_BOUND = 4;
+/** The shortest PIN PIV clients set (change-pin, unblock-pin): the lowest /pinpolicy maxlen. */
+export const PIV_CLIENT_SET_MIN_LENGTH = 6;
 /**
  * The longest value a card accepts where one is presented (Windows' limit): cards created
  * before the 8-byte limit may hold a PIN or PUK that long.
@@ -39,6 +47,9 @@ export const DEFAULT_PUK = '12345678';
 
 /** Why the maximum is 8, appended to every message about it. */
 export const PIV_LIMIT_REASON = 'PIV clients send at most 8 bytes (yubico-piv-tool refuses longer ones, OpenSC answers CKR_PIN_LEN_RANGE)';
+/** Why a policy must allow 6 characters. */
+export const PIV_SET_REASON =
+  'PIV clients set no PIN shorter than 6 (yubico-piv-tool change-pin and unblock-pin, OpenSC), so the PIN could never be changed or unblocked with them';
 
 const TRI_STATES: readonly TriState[] = ['ALLOWED', 'DISALLOWED', 'REQUIRED'];
 
@@ -77,15 +88,16 @@ const PUK_POLICY: PinPolicy = { ...DEFAULT_PIN_POLICY };
 /** Any PIN any card accepts as new: the widest /pinpolicy (4..8), every class allowed. */
 export const WIDEST_PIN_POLICY: PinPolicy = { ...DEFAULT_PIN_POLICY, minLength: POLICY_MIN_LENGTH_BOUND };
 
-/** Throws USAGE unless 4 <= minLength <= maxLength <= 8 and every class is a known tri-state. */
+/** Throws USAGE unless 4 <= minLength <= maxLength <= 8, maxLength >= 6 and every class is a known tri-state. */
 export function checkPinPolicy(policy: PinPolicy): void {
   const { minLength, maxLength } = policy;
-  const range = `an integer from ${POLICY_MIN_LENGTH_BOUND} to ${PIV_SECRET_MAX_LENGTH}`;
   if (!Number.isInteger(minLength) || minLength < POLICY_MIN_LENGTH_BOUND || minLength > PIV_SECRET_MAX_LENGTH) {
-    throw new TpmvscError('USAGE', `/pinpolicy minlen must be ${range}${minLength > PIV_SECRET_MAX_LENGTH ? `: ${PIV_LIMIT_REASON}` : ''}`);
+    const why = minLength > PIV_SECRET_MAX_LENGTH ? `: ${PIV_LIMIT_REASON}` : '';
+    throw new TpmvscError('USAGE', `/pinpolicy minlen must be an integer from ${POLICY_MIN_LENGTH_BOUND} to ${PIV_SECRET_MAX_LENGTH}${why}`);
   }
-  if (!Number.isInteger(maxLength) || maxLength < POLICY_MIN_LENGTH_BOUND || maxLength > PIV_SECRET_MAX_LENGTH) {
-    throw new TpmvscError('USAGE', `/pinpolicy maxlen must be ${range}${maxLength > PIV_SECRET_MAX_LENGTH ? `: ${PIV_LIMIT_REASON}` : ''}`);
+  if (!Number.isInteger(maxLength) || maxLength < PIV_CLIENT_SET_MIN_LENGTH || maxLength > PIV_SECRET_MAX_LENGTH) {
+    const why = maxLength > PIV_SECRET_MAX_LENGTH ? `: ${PIV_LIMIT_REASON}` : maxLength < PIV_CLIENT_SET_MIN_LENGTH ? `: ${PIV_SET_REASON}` : '';
+    throw new TpmvscError('USAGE', `/pinpolicy maxlen must be an integer from ${PIV_CLIENT_SET_MIN_LENGTH} to ${PIV_SECRET_MAX_LENGTH}${why}`);
   }
   if (minLength > maxLength) {
     throw new TpmvscError('USAGE', `/pinpolicy minlen (${minLength}) must not exceed maxlen (${maxLength})`);

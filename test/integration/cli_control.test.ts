@@ -121,7 +121,7 @@ test('a PIN, a PUK or a /pinpolicy maxlen longer than PIV clients can send: refu
   // Refused while parsing, before any prompt: the PIN on stdin is never read.
   const policy = await runCli(['create', '/name', 'W', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '4', 'maxlen', '12', ...socket], { stdin: `${PIN}\n` });
   t.is(policy.code, EXIT.usage);
-  t.is(oneErrorLine(policy), `tpmvscmgr: /pinpolicy maxlen must be an integer from 4 to 8: ${PIV_REASON}`);
+  t.is(oneErrorLine(policy), `tpmvscmgr: /pinpolicy maxlen must be an integer from 6 to 8: ${PIV_REASON}`);
   const longPin = await runCli(['create', '/name', 'W', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', ...socket], { stdin: 'Longer#Pin42\n' });
   t.is(longPin.code, EXIT.rejected);
   t.is(oneErrorLine(longPin), `tpmvscmgr: the PIN must be exactly 8 characters long: Windows' minimum is 8 and ${PIV_REASON}`);
@@ -143,7 +143,7 @@ const badInputs: Array<{ name: string; args: string[]; stdin?: string; exit: num
   { name: 'unknown switch', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/force'], exit: EXIT.usage, line: 'tpmvscmgr: unknown switch /force for create (see tpmvscmgr create /?)' },
   { name: 'missing /name', args: ['create', '/AdminKey', 'DEFAULT'], exit: EXIT.usage, line: "tpmvscmgr: create needs /name <name> (the card's friendly name)" },
   { name: '/pinpolicy without /PIN PROMPT', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/pinpolicy', 'minlen', '4'], exit: EXIT.usage, line: 'tpmvscmgr: /pinpolicy is only valid with /PIN PROMPT' },
-  { name: 'minlen > maxlen', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '7', 'maxlen', '6'], exit: EXIT.usage, line: 'tpmvscmgr: /pinpolicy minlen (7) must not exceed maxlen (6)' },
+  { name: 'minlen > maxlen', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '8', 'maxlen', '7'], exit: EXIT.usage, line: 'tpmvscmgr: /pinpolicy minlen (8) must not exceed maxlen (7)' },
   { name: 'destroy of an unknown instance', args: ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\0005'], exit: EXIT.notFound, line: 'tpmvscmgr: No virtual smart card has that instance ID: ROOT\\SMARTCARDREADER\\0005' },
   { name: 'bad instance syntax', args: ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\5'], exit: EXIT.usage, line: 'tpmvscmgr: /instance must be an instance ID like ROOT\\SMARTCARDREADER\\0000 (0000 to 0015), as printed by create' },
   { name: 'no command', args: [], noSocket: true, exit: EXIT.usage, line: 'tpmvscmgr: missing command: create, destroy, list, status, unblock or verify-attestation (see tpmvscmgr /?)' },
@@ -230,7 +230,7 @@ test('help: /?, -h and --help print the usage doc; the overview holds the shared
     t.regex(run.stdout, /\/machine, PIN and PUK rules and exit codes: tpmvscmgr \/\?\n$/, `${args[0]} points to them`);
   }
   const create = await runCli(['create', '/?']);
-  for (const fact of ['010203040506070801020304050607080102030405060708', 'minlen', 'at least 4', 'at most 8', '12345678', 'RANDOM']) {
+  for (const fact of ['010203040506070801020304050607080102030405060708', 'minlen', 'at least 4', 'from 6 to 8', '12345678', 'RANDOM']) {
     t.true(create.stdout.includes(fact), fact);
   }
   t.false(create.stdout.includes('127 printable'), 'no 127-character PINs');

@@ -65,14 +65,18 @@ test('PUK: exactly 8 printable ASCII characters, the reason said for a longer on
   t.throws(() => checkPuk('1234567\u00e9'), { message: /printable ASCII/ });
 });
 
-test('/pinpolicy bounds: 4 <= minlen <= maxlen <= 8, the reason said above 8', (t) => {
+test('/pinpolicy bounds: 4 <= minlen <= maxlen <= 8 and maxlen >= 6, the reason said', (t) => {
   t.notThrows(() => checkPinPolicy(policy({ minLength: 4, maxLength: 8 })));
-  t.notThrows(() => checkPinPolicy(policy({ minLength: 4, maxLength: 4 })));
+  t.notThrows(() => checkPinPolicy(policy({ minLength: 4, maxLength: 6 })));
+  t.notThrows(() => checkPinPolicy(policy({ minLength: 6, maxLength: 6 })));
   t.throws(() => checkPinPolicy(policy({ minLength: 3 })), { message: /^Invalid command line: \/pinpolicy minlen must be an integer from 4 to 8$/ });
   t.throws(() => checkPinPolicy(policy({ maxLength: 9 })), { message: PIV_REASON });
   t.throws(() => checkPinPolicy(policy({ minLength: 9, maxLength: 9 })), { message: /minlen must be an integer from 4 to 8: PIV clients/ });
   t.throws(() => checkPinPolicy(policy({ maxLength: 127 })), { message: PIV_REASON });
-  t.throws(() => checkPinPolicy(policy({ minLength: 6, maxLength: 5 })), { message: /minlen \(6\) must not exceed maxlen \(5\)/ });
+  t.throws(() => checkPinPolicy(policy({ minLength: 4, maxLength: 5 })), {
+    message: /maxlen must be an integer from 6 to 8: PIV clients set no PIN shorter than 6 \(yubico-piv-tool change-pin and unblock-pin, OpenSC\)/,
+  });
+  t.throws(() => checkPinPolicy(policy({ minLength: 8, maxLength: 7 })), { message: /minlen \(8\) must not exceed maxlen \(7\)/ });
 });
 
 test('one table: without a policy a PIN is exactly 8 characters, the widest policy is 4..8', (t) => {
