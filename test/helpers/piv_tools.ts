@@ -96,7 +96,20 @@ export async function certificatePublicKey(dir: string, certificatePem: string, 
   return (await runProgram('openssl', ['x509', '-in', path, '-noout', '-pubkey'])).stdout;
 }
 
-/** "PIN tries left: n" from yubico-piv-tool -a status. */
+/**
+ * PIN and PUK tries left of a card, as the daemon counts them (TPM NV; tpmvscmgr status). Read
+ * tries this way after any client that leaves the card without a reset (OpenSC and so ssh,
+ * browsers, p11-kit; ykman): the card then stays PIN-verified, an empty VERIFY answers 9000 and
+ * `yubico-piv-tool -a status` prints "PIN tries left: -1" until the next reset.
+ */
+export async function cardTries(stack: Stack, instance = 'ROOT\\SMARTCARDREADER\\0000'): Promise<{ pin: number; puk: number | null }> {
+  const result = await stack.cli(['status', '/instance', instance, '--json']);
+  if (result.code !== 0) throw new Error(`tpmvscmgr status ${instance} failed (${result.code}): ${result.stderr}`);
+  const card = (JSON.parse(result.stdout) as { cards: Array<{ pinTriesRemaining: number; pukTriesRemaining: number | null }> }).cards[0]!;
+  return { pin: card.pinTriesRemaining, puk: card.pukTriesRemaining };
+}
+
+/** "PIN tries left: n" from yubico-piv-tool -a status (only right after a client that reset the card). */
 export function pinTriesLeft(status: string): number | undefined {
   const match = /PIN tries left:\s+(\d+)/.exec(status);
   return match ? Number(match[1]) : undefined;
