@@ -8,8 +8,9 @@ began=$EPOCHREALTIME
 bash scripts/setup.sh
 set_up=$EPOCHREALTIME
 # tsc -b alone takes a second or more to find nothing to do: skip it when no input is newer than
-# its last build and the programs are there.
+# the last build (of the programs, or of everything: npm run build, npm test) and the programs are there.
 stamp=dist/tsconfig.product.tsbuildinfo
+[[ dist/tsconfig.tsbuildinfo -nt "$stamp" ]] && stamp=dist/tsconfig.tsbuildinfo
 if [[ ! -f "$stamp" || ! -f dist/scripts/start.js || ! -f dist/daemon/main.js || ! -f dist/cli/main.js ||
   -n "$(find tpm attestation ca vault applet daemon cli common scripts/start.ts tsconfig.json tsconfig.product.json \
     package-lock.json -newer "$stamp" -print -quit)" ]]; then

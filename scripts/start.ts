@@ -28,11 +28,12 @@ import { DEFAULT_ADMIN_KEY_HEX } from '../cli/admin_key.js';
 import { DEFAULT_PIN, DEFAULT_PIN_POLICY, DEFAULT_PUK } from '../common/pin_rules.js';
 import { START_READERS, startDirectory } from '../common/start_directory.js';
 import type { CardSummary } from '../common/control_protocol.js';
+import { openPcsc } from '../common/pcsc_client.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PCSCD_SOCKET = '/run/pcscd/pcscd.comm';
 /** "Card ready" within this long when the card exists (a restart), or when it is created (a first start). */
-const RESTART_GOAL_MS = Number(process.env.TPMVSC_START_GOAL_MS || 5_000);
+const RESTART_GOAL_MS = 5_000;
 const FIRST_START_GOAL_MS = 30_000;
 
 function say(line: string): void {
@@ -243,13 +244,14 @@ async function startPcscd(dataDir: string, readers: Readers, started: StartedPro
   say(`pcscd: started with ${readers.count} readers "${readerName(0, readers.friendlyName)}" ...`);
 }
 
-/** The card's reader is up when the daemon's link to vpcd is connected (pcscd may still be starting). */
-async function waitConnected(socketPath: string, instance: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const card = (await callDaemon({ op: 'status', instance }, { socketPath })).cards[0];
-    if (card?.connected || Date.now() > deadline) return;
-    await new Promise((r) => setTimeout(r, 50));
+/** "Card ready" means a PC/SC client can use the card now: pcscd shows it in its reader. */
+async function waitForCardInReader(reader: string, timeoutMs: number): Promise<void> {
+  const pcsc = openPcsc();
+  try {
+    await pcsc.waitForReader(reader, timeoutMs);
+    await pcsc.waitForCard(reader, true, timeoutMs);
+  } finally {
+    pcsc.close();
   }
 }
 
@@ -330,7 +332,7 @@ async function main(): Promise<void> {
       cards = await callDaemon({ op: 'list' }, { socketPath });
     }
     const card = cards[0]!;
-    await times.time('reader', () => waitConnected(socketPath, card.instance, 10_000));
+    await times.time('card in reader', () => waitForCardInReader(card.reader, 20_000));
     const cli = join(ROOT, 'dist/cli/main.js');
     say('');
     say(`Card ready: ${card.instance} in reader "${card.reader}"`);
