@@ -73,4 +73,18 @@ test('two cards with keys and certificates are independent; destroying one spare
   t.is((await pivTool(stack, cards[1]!.reader, ['-a', 'read-certificate', '-s', '9c'])).stdout, certificates[1]);
   const generated = await pivTool(stack, cards[1]!.reader, ['-a', 'generate', '-s', '9d', '-A', 'ECCP384']);
   t.is(generated.code, 0, `card 1 still generates: ${generated.stderr}`);
+
+  // Every reader of the pool holds a card: the next create says how to get more readers.
+  for (const instance of ['0000', '0002', '0003']) {
+    const created = await stack.cli(CREATE_WITH_PUK);
+    t.is(created.stdout.trim().split('\n').at(-1), `ROOT\\SMARTCARDREADER\\${instance}`, created.stderr);
+  }
+  const full = await stack.cli(CREATE_WITH_PUK);
+  t.is(full.code, 6);
+  t.is(
+    full.stderr.trim().split('\n').at(-1),
+    'tpmvscmgr: The limit on the number of Smart Card Readers has been reached: all 4 readers of the pool hold a card: ' +
+      'destroy one (tpmvscmgr destroy), or enlarge the pool: TPMVSC_READERS=N for tpmvscd and for tpmvscd register-readers ' +
+      "(pcscd's readers), then restart pcscd and tpmvscd (npm start makes 2 readers of its own pcscd: TPMVSC_READERS=N npm start makes N)",
+  );
 });
