@@ -21,24 +21,19 @@ import { CardDirectory } from '../../daemon/card_directory.js';
 import { CardManager } from '../../daemon/card_manager.js';
 import { Tpm } from '../../tpm/index.js';
 import { OPENSC_MODULE } from '../helpers/card_setup.js';
-import { openPcsc, type PcscClient, type PcscConnection } from '../helpers/pcsc_client.js';
-import { cardTries, pivTool, readerName, relaxTpmLockout, sendApdu } from '../helpers/piv_tools.js';
-import { READER_FRIENDLY_NAME, startStack, type CommandResult, type Stack } from '../helpers/stack.js';
+import type { PcscClient, PcscConnection } from '../helpers/pcsc_client.js';
+import { cardTries, pivTool, readerName, sendApdu, startPcscStack, withPivSession } from '../helpers/piv_tools.js';
+import { READER_FRIENDLY_NAME, type CommandResult, type Stack } from '../helpers/stack.js';
 
 let stack: Stack;
 let pcsc: PcscClient;
+let stopStack: (() => Promise<void>) | undefined;
 
 test.before(async () => {
-  stack = await startStack({ readers: 2 });
-  await relaxTpmLockout(stack);
-  stack.pcscd.useInThisProcess();
-  pcsc = openPcsc();
+  ({ stack, pcsc, stop: stopStack } = await startPcscStack(2));
 });
 
-test.after.always(async () => {
-  pcsc?.close();
-  await stack?.stop();
-});
+test.after.always(() => stopStack?.());
 
 const INSTANCE = 'ROOT\\SMARTCARDREADER\\0000';
 const READER = readerName(0);
@@ -63,18 +58,8 @@ function pkcs11Login(pin: string): Promise<CommandResult> {
   return stack.run('pkcs11-tool', ['--module', OPENSC_MODULE, '--login', '--pin', pin, '--list-objects'], { timeoutMs: 90_000 });
 }
 
-/** Fresh card session: SELECT PIV on a new connection (no PIN state a previous client left). */
-async function withCard<T>(use: (connection: PcscConnection) => Promise<T>): Promise<T> {
-  await pcsc.waitForCard(READER, true, 5000);
-  const connection = await pcsc.connect(READER);
-  try {
-    const selected = await sendApdu(connection, '00A4040005A000000308');
-    if (selected.sw !== '9000') throw new Error(`SELECT PIV answered ${selected.sw}`);
-    return await use(connection);
-  } finally {
-    await connection.disconnect('reset');
-  }
-}
+/** A card session of its own: no PIN state a previous client left, none left behind. */
+const withCard = <T>(use: (connection: PcscConnection) => Promise<T>): Promise<T> => withPivSession(pcsc, READER, use);
 
 /** PIN tries from the daemon, which no client's PIN state can change. */
 const pinTries = async (): Promise<number> => (await cardTries(stack, INSTANCE)).pin;

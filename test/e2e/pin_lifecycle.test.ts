@@ -5,8 +5,8 @@
  * yubico-piv-tool, and the pcsclite binding for the APDUs no tool sends.
  */
 import test from 'ava';
-import { startStack, type Stack } from '../helpers/stack.js';
-import { openPcsc, type PcscClient, type PcscConnection } from '../helpers/pcsc_client.js';
+import type { Stack } from '../helpers/stack.js';
+import type { PcscClient, PcscConnection } from '../helpers/pcsc_client.js';
 import {
   CREATE_WITH_PUK,
   CREATE_WITHOUT_PUK,
@@ -17,26 +17,20 @@ import {
   paddedPin,
   pivTool,
   readerName,
-  relaxTpmLockout,
   sendApdu,
+  startPcscStack,
+  withPivSession,
 } from '../helpers/piv_tools.js';
 
 let stack: Stack;
 let pcsc: PcscClient;
-
-const SELECT_PIV = '00A4040005A000000308';
+let stopStack: (() => Promise<void>) | undefined;
 
 test.before(async () => {
-  stack = await startStack({ readers: 4 });
-  await relaxTpmLockout(stack);
-  stack.pcscd.useInThisProcess();
-  pcsc = openPcsc();
+  ({ stack, pcsc, stop: stopStack } = await startPcscStack(4));
 });
 
-test.after.always(async () => {
-  pcsc?.close();
-  await stack?.stop();
-});
+test.after.always(() => stopStack?.());
 
 /** Creates a card; returns its reader, and its PIN tries as the daemon counts them. */
 async function create(args: string[], input?: string): Promise<{ reader: string; pinTries: () => Promise<number> }> {
@@ -47,20 +41,7 @@ async function create(args: string[], input?: string): Promise<{ reader: string;
   return { reader: readerName(slot), pinTries: async () => (await cardTries(stack, instance)).pin };
 }
 
-async function withCard<T>(reader: string, use: (connection: PcscConnection) => Promise<T>): Promise<T> {
-  await pcsc.waitForCard(reader, true, 5000);
-  const connection = await pcsc.connect(reader);
-  try {
-    assertPivSelected(await sendApdu(connection, SELECT_PIV));
-    return await use(connection);
-  } finally {
-    await connection.disconnect('reset');
-  }
-}
-
-function assertPivSelected(answer: { sw: string }): void {
-  if (answer.sw !== '9000') throw new Error(`SELECT PIV answered ${answer.sw}`);
-}
+const withCard = <T>(reader: string, use: (connection: PcscConnection) => Promise<T>): Promise<T> => withPivSession(pcsc, reader, use);
 
 /** Blocks the PIN with wrong VERIFYs through yubico-piv-tool; returns each try's message. */
 async function blockPin(reader: string, tries: number): Promise<string[]> {

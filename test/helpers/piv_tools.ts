@@ -12,7 +12,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProgram, startStack, type CommandResult, type Stack } from './stack.js';
-import type { PcscConnection } from './pcsc_client.js';
+import { openPcsc, type PcscClient, type PcscConnection } from './pcsc_client.js';
 
 export const DEFAULT_PIN = '12345678';
 export const DEFAULT_PUK = '12345678';
@@ -138,4 +138,39 @@ export async function authenticateManagementKey(connection: PcscConnection, keyH
 /** A PIN as VERIFY / RESET RETRY COUNTER data: ASCII padded with FF to 8 bytes. */
 export function paddedPin(pin: string): string {
   return Buffer.concat([Buffer.from(pin, 'ascii'), Buffer.alloc(Math.max(0, 8 - pin.length), 0xff)]).toString('hex');
+}
+
+/**
+ * A stack whose pcscd this process talks to (libpcsclite reads its socket once per process),
+ * with the TPM's lockout relaxed for wrong-PIN tests. For test.before / test.after.always.
+ */
+export async function startPcscStack(readers: number): Promise<{ stack: Stack; pcsc: PcscClient; stop: () => Promise<void> }> {
+  const stack = await startStack({ readers });
+  await relaxTpmLockout(stack);
+  stack.pcscd.useInThisProcess();
+  const pcsc = openPcsc();
+  return {
+    stack,
+    pcsc,
+    stop: async () => {
+      pcsc.close();
+      await stack.stop();
+    },
+  };
+}
+
+/**
+ * A card session of its own: connect, SELECT PIV, use it, disconnect with a reset, so it
+ * neither sees a PIN or 9B state an earlier client left nor leaves one behind.
+ */
+export async function withPivSession<T>(pcsc: PcscClient, reader: string, use: (connection: PcscConnection) => Promise<T>): Promise<T> {
+  await pcsc.waitForCard(reader, true, 5000);
+  const connection = await pcsc.connect(reader);
+  try {
+    const selected = await sendApdu(connection, '00A4040005A000000308');
+    if (selected.sw !== '9000') throw new Error(`SELECT PIV answered ${selected.sw}`);
+    return await use(connection);
+  } finally {
+    await connection.disconnect('reset');
+  }
 }
