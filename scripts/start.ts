@@ -16,7 +16,7 @@
  * Children run in their own process groups: a terminal's Ctrl-C reaches only this process,
  * which stops the daemon first, then pcscd, then swtpm (after TPM2_Shutdown).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { access, constants, mkdir, readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -154,9 +154,9 @@ function reachable(socketPath: string): Promise<boolean> {
   });
 }
 
-async function usableDevice(path: string): Promise<boolean> {
+async function accessible(path: string, mode: number): Promise<boolean> {
   try {
-    await access(path, constants.R_OK | constants.W_OK);
+    await access(path, mode);
     return true;
   } catch {
     return false;
@@ -213,7 +213,7 @@ function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): P
 /** The TPM: /dev/tpmrm0 when usable, else a private swtpm. Returns the TCTI. */
 async function startTpm(dataDir: string, started: StartedProcesses): Promise<string> {
   if (process.env.TPMVSC_TCTI) return process.env.TPMVSC_TCTI;
-  if (await usableDevice('/dev/tpmrm0')) {
+  if (await accessible('/dev/tpmrm0', constants.R_OK | constants.W_OK)) {
     say('TPM: /dev/tpmrm0');
     return 'device:/dev/tpmrm0';
   }
@@ -223,6 +223,23 @@ async function startTpm(dataDir: string, started: StartedProcesses): Promise<str
   await started.add('swtpm', () => swtpm.stop());
   say(`TPM: no /dev/tpmrm0 here, so a software TPM (swtpm, state in ${stateDir}) on 127.0.0.1:${swtpm.port}`);
   return swtpm.tcti;
+}
+
+/** A program on the PATH, or in /usr/sbin and /sbin (pcscd's place, not on every user's PATH). */
+async function findProgram(name: string): Promise<string> {
+  for (const dir of [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/sbin']) {
+    if (await accessible(join(dir, name), constants.X_OK)) return join(dir, name);
+  }
+  throw new Error(`${name} is not installed (not on the PATH, nor in /usr/sbin): bash scripts/setup.sh installs it`);
+}
+
+/** spawn() that resolves once the child runs and rejects when it cannot start (no crash on 'error'). */
+function spawnChild(program: string, args: string[], options: SpawnOptions): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, args, options);
+    child.once('spawn', () => resolve(child));
+    child.on('error', (error) => reject(new Error(`${program} could not start: ${error.message}`)));
+  });
 }
 
 /** Starts pcscd with the readers chosen by main(); resolves once its socket answers. */
@@ -235,7 +252,7 @@ async function startPcscd(dataDir: string, readers: Readers, started: StartedPro
     basePort: readers.basePort,
     friendlyName: readers.friendlyName,
   });
-  const pcscd = spawn('pcscd', ['--foreground', '--config', confDir], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const pcscd = await spawnChild(await findProgram('pcscd'), ['--foreground', '--config', confDir], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   await started.add('pcscd', () => stopChild(pcscd));
   for (let i = 0; i < 200 && !(await reachable(PCSCD_SOCKET)); i++) {
     if (pcscd.exitCode !== null) throw new Error(`pcscd exited with ${String(pcscd.exitCode)}`);
@@ -266,6 +283,11 @@ async function main(): Promise<void> {
   // Ctrl-C (also a second one), SIGTERM or a closed terminal: stop what was started, in order.
   const interrupted = new Promise<keyof typeof SIGNAL_LABELS>((resolve) => {
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => resolve(signal));
+  });
+  // Whatever fails unexpectedly, what was started (in process groups of their own) is stopped.
+  process.on('uncaughtException', (error) => {
+    process.stderr.write(`npm start: ${error.message}\n`);
+    void finish('failed', 1);
   });
   const finish = async (how: string, exitCode: number): Promise<never> => {
     const stopped = await started.stopAll();
@@ -302,7 +324,7 @@ async function main(): Promise<void> {
     // 3. The daemon.
     const socketPath = join(dataDir, 'control.sock');
     const daemon = await times.time('tpmvscd', async () => {
-      const child = spawn(
+      const child = await spawnChild(
         process.execPath,
         [join(ROOT, 'dist/daemon/main.js'), '--tcti', tcti, '--state-dir', join(dataDir, 'state'), '--socket', socketPath,
           '--vpcd', `127.0.0.1:${readers.basePort}`, '--readers', String(readers.count), '--reader-name', readers.friendlyName,
