@@ -293,7 +293,7 @@ async function main(): Promise<void> {
     const stopped = await started.stopAll();
     const kept = pcscdKept ? '; the pcscd that was already running keeps running' : '';
     const what = stopped.length > 0 ? `stopped ${englishList(stopped)} (started by npm start)` : 'nothing to stop';
-    say(`npm start: ${how}: ${what}${kept}; the demo card stays in ${dataDir}`);
+    say(`npm start: ${how}: ${what}${kept}; its TPM and cards stay in ${dataDir}`);
     process.exit(exitCode);
   };
 

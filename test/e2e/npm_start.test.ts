@@ -124,7 +124,7 @@ test.serial("the README's npm start, offline with an empty HOME: Card ready, Ctr
     const exit = await run.exited;
     t.true(exit.code === 0 || exit.signal === 'SIGINT', `npm start ended with ${JSON.stringify(exit)}:\n${run.output()}`);
     const lastLine = run.output().trim().split('\n').at(-1);
-    t.is(lastLine, `npm start: Ctrl-C: stopped tpmvscd, pcscd and swtpm (started by npm start); the demo card stays in ${dataDir}`);
+    t.is(lastLine, `npm start: Ctrl-C: stopped tpmvscd, pcscd and swtpm (started by npm start); its TPM and cards stay in ${dataDir}`);
     t.regex(run.output(), /tpmvscd: SIGTERM: stopping/, 'the daemon was stopped by npm start, not by the terminal');
     t.deepEqual(await processesMentioning(home), [], 'nothing npm start started is left running');
   }
