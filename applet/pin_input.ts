@@ -3,17 +3,21 @@
  * COUNTER, and how vault check results become status words.
  *
  * A value is padded at its end with 0xFF (PIV pads to 8 bytes); the padding is
- * stripped. Windows virtual smart cards allow values of 4..127 bytes, so:
+ * stripped. New values have at most 8 bytes (common/pin_rules.ts), but cards created
+ * before that limit may hold a PIN or PUK of up to 127 bytes (Windows' limit), which
+ * must still be presentable:
  *   VERIFY                    data = PIN, 1..127 bytes
  *   CHANGE REFERENCE DATA     data = old || new, both padded with FF to the same
- *   RESET RETRY COUNTER       length n (8..127): Lc = 2n. The PIV form (8 + 8) is n = 8.
+ *   RESET RETRY COUNTER       length n (8..127): Lc = 2n. The PIV form (8 + 8) is n = 8;
+ *                             a longer n only carries an old PIN or a PUK of such a card.
  */
 import type { CheckResult } from './key_vault.js';
+import { POLICY_MIN_LENGTH_BOUND } from '../common/pin_rules.js';
 import { SECRET_MAX_LENGTH } from './pin_policy.js';
 import { CardError, SW, triesLeft } from './status_words.js';
 
 /** The shortest PIN any policy allows (Windows /pinpolicy minlen lower bound). */
-export const PIN_MIN_LENGTH = 4;
+export const PIN_MIN_LENGTH = POLICY_MIN_LENGTH_BOUND;
 export const PIV_PADDED_LENGTH = 8;
 
 export function stripPadding(value: Uint8Array): Uint8Array {

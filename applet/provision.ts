@@ -12,7 +12,7 @@ import type { PinLifetime } from '../common/pin_lifetime.js';
 import { CCC_TAG, CHUID_TAG, DISCOVERY_TAG, KEY_HISTORY_TAG, objectKey } from './data_objects.js';
 import type { ManagementKeyAlgorithm } from './key_vault.js';
 import { PIV_STATE_FORMAT, type PivCardState } from './piv_state.js';
-import { concatBytes, tlv } from './tlv.js';
+import { concatBytes, decodeTlvs, findTlv, tlv } from './tlv.js';
 
 /** PIV application identifier A0 00 00 03 08 00 00 10 00 01 00 (SP 800-73-4 Part 1 §2.2). */
 export const PIV_AID = Uint8Array.of(0xa0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00);
@@ -106,6 +106,22 @@ export function chuidValue(guid: Uint8Array): Uint8Array {
     tlv(0x3e),
     tlv(0xfe),
   );
+}
+
+/**
+ * The GUID the card presents now: tag 34 of its CHUID object (which a client may have
+ * rewritten since /generate, e.g. `ykman piv objects generate chuid`), as 32 hex digits;
+ * null when the card has no CHUID or its CHUID holds no 16-byte GUID.
+ */
+export function presentedGuid(objects: Readonly<Record<string, string>>): string | null {
+  const stored = objects[objectKey(CHUID_TAG)];
+  if (stored === undefined) return null;
+  try {
+    const guid = findTlv(decodeTlvs(Buffer.from(stored, 'base64')), 0x34);
+    return guid?.length === 16 ? Buffer.from(guid).toString('hex') : null;
+  } catch {
+    return null; // whatever a client wrote there is not TLV: no GUID to show
+  }
 }
 
 /**

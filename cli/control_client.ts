@@ -8,6 +8,7 @@
 import { createConnection } from 'node:net';
 import { DEFAULT_CONTROL_SOCKET, type ControlRequest, type ControlResult } from '../common/control_protocol.js';
 import { TpmvscError, isErrorCode, type ErrorCode } from '../common/errors.js';
+import { daemonNotRunning } from './daemon_not_running.js';
 
 export type ResultOf<Op extends ControlRequest['op']> = Extract<ControlResult, { op: Op }>['value'];
 
@@ -49,7 +50,7 @@ function connectionError(error: NodeJS.ErrnoException, socketPath: string): Tpmv
     case 'ENOENT':
     case 'ECONNREFUSED':
     case 'ENOTDIR':
-      return new TpmvscError('DAEMON_NOT_RUNNING', `nothing listens on ${socketPath}`, { cause: error });
+      return daemonNotRunning(socketPath, { cause: error });
     case 'EACCES':
     case 'EPERM':
       return new TpmvscError('NOT_PERMITTED', `cannot open ${socketPath}`, { cause: error });

@@ -16,7 +16,7 @@
  */
 import { DEFAULT_PIN_POLICY, parseInstanceId, instanceId, type PinPolicy, type TriState } from '../common/control_protocol.js';
 import { TpmvscError } from '../common/errors.js';
-import { checkPinPolicy, isTriState } from '../common/pin_rules.js';
+import { checkPinPolicy, isTriState, PIV_CLIENT_SET_MIN_LENGTH, PIV_SECRET_MAX_LENGTH, POLICY_MIN_LENGTH_BOUND } from '../common/pin_rules.js';
 import { parsePinLifetime, type PinLifetime } from '../common/pin_lifetime.js';
 
 export type AdminKeyMode = 'DEFAULT' | 'PROMPT' | 'RANDOM';
@@ -88,6 +88,8 @@ export interface UnblockCommand extends CommonOptions {
 export type CliCommand = HelpCommand | CreateCommand | DestroyCommand | ListCommand | StatusCommand | UnblockCommand;
 
 const COMMANDS: readonly CommandName[] = ['create', 'destroy', 'list', 'status', 'unblock'];
+/** The local command that parses its own arguments (cli/commands/verify_attestation.ts). */
+export const VERIFY_ATTESTATION = 'verify-attestation';
 const HELP_TOKENS = new Set(['/?', '-?', '-h', '--help', '/help', '/h']);
 
 /** Switches and whether they take a value; /pinpolicy takes a list and is handled apart. */
@@ -228,7 +230,8 @@ export function parsePinPolicy(options: readonly string[]): PinPolicy {
     const value = options[index + 1];
     if (value === undefined) throw usage(`/pinpolicy ${key} needs a value`);
     if (key === 'minlen' || key === 'maxlen') {
-      if (!/^\d{1,3}$/.test(value)) throw usage(`/pinpolicy ${key} needs a number from 4 to 127`);
+      const lowest = key === 'minlen' ? POLICY_MIN_LENGTH_BOUND : PIV_CLIENT_SET_MIN_LENGTH;
+      if (!/^\d{1,3}$/.test(value)) throw usage(`/pinpolicy ${key} needs a number from ${lowest} to ${PIV_SECRET_MAX_LENGTH}`);
       if (key === 'minlen') policy.minLength = Number(value);
       else policy.maxLength = Number(value);
     } else {

@@ -26,11 +26,11 @@ export const MAX_REQUEST_LINE_BYTES = 16 * 1024;
 
 export type TriState = 'ALLOWED' | 'DISALLOWED' | 'REQUIRED';
 
-/** PIN policy of a card (Windows /pinpolicy). Lengths in bytes of printable ASCII. */
+/** PIN policy of a card (Windows /pinpolicy). Lengths in bytes of printable ASCII (common/pin_rules.ts). */
 export interface PinPolicy {
-  /** Minimum PIN length, 4..127, default 8. */
+  /** Minimum PIN length, 4..8, default 8. */
   minLength: number;
-  /** Maximum PIN length, minLength..127, default 127. */
+  /** Maximum PIN length, minLength..8, default 8 (cards made before the 8-byte limit: up to 127). */
   maxLength: number;
   uppercase: TriState;
   lowercase: TriState;
@@ -38,14 +38,7 @@ export interface PinPolicy {
   specialChars: TriState;
 }
 
-export const DEFAULT_PIN_POLICY: PinPolicy = {
-  minLength: 8,
-  maxLength: 127,
-  uppercase: 'ALLOWED',
-  lowercase: 'ALLOWED',
-  digits: 'ALLOWED',
-  specialChars: 'ALLOWED',
-};
+export { DEFAULT_PIN_POLICY } from './pin_rules.js';
 
 export interface CreateRequest {
   op: 'create';
@@ -93,7 +86,7 @@ export interface CardSummary {
   reader: string;
   /** Reader slot n (instance ROOT\SMARTCARDREADER\000n). */
   slot: number;
-  /** CHUID GUID (hex) when provisioned with /generate, else null. */
+  /** The GUID (hex) of the card's CHUID as it is now (set by /generate, maybe rewritten since), else null. */
   guid: string | null;
   /** PIV serial (GET SERIAL). */
   serial: number;

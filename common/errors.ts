@@ -45,7 +45,7 @@ export const ERROR_TABLE = {
   },
   DAEMON_NOT_RUNNING: {
     exit: EXIT.daemonNotRunning,
-    message: 'The tpmvscd daemon is not running (start it with: systemctl start tpmvscd)',
+    message: 'The tpmvscd daemon is not running',
   },
   TPM_UNAVAILABLE: { exit: EXIT.tpm, message: 'The TPM is not available' },
   TPM_LOCKOUT: { exit: EXIT.tpm, message: 'The TPM is in dictionary-attack lockout' },

@@ -14,7 +14,7 @@ import { isAuthFail, TpmProtocolError, type Tpm } from '../tpm/index.js';
 import { TpmVault, type TpmVaultOptions } from '../vault/tpm_vault.js';
 import { sweepOrphans } from '../vault/orphan_sweep.js';
 import { VaultError } from '../vault/vault_error.js';
-import { provisionCard, randomSerial } from '../applet/provision.js';
+import { presentedGuid, provisionCard, randomSerial } from '../applet/provision.js';
 import { parsePivCardState, type PivCardState } from '../applet/piv_state.js';
 import {
   instanceId,
@@ -37,6 +37,7 @@ import { TpmKeyAttestor } from '../attestation/tpm_key_attestor.js';
 import { certificateFromObjectValue, certificateObjectValue, enrollAikWithCa, selfIssueAikCertificate } from '../attestation/aik_certificate.js';
 import { portOf, readerName, type ReaderNaming } from './reader_config.js';
 import { ENDORSEMENT_AUTH_CREDENTIAL } from './config.js';
+import { START_READERS } from '../common/start_directory.js';
 
 export const cardManagerChannel = channel('tpmvsc:cards');
 
@@ -193,7 +194,7 @@ export class CardManager implements CardManagerApi {
     }
     progress(PROGRESS.initializing);
     const slot = this.lowestFreeSlot();
-    if (slot === undefined) throw new TpmvscError('READER_LIMIT');
+    if (slot === undefined) throw new TpmvscError('READER_LIMIT', readerLimitFix(this.options.readers));
     const managementKey = new Uint8Array(Buffer.from(request.adminKeyHex, 'hex'));
     const pin = encoder.encode(request.pin);
     const puk = request.puk === null ? undefined : encoder.encode(request.puk);
@@ -345,7 +346,7 @@ export class CardManager implements CardManagerApi {
       name: card.name,
       reader: card.readerName,
       slot: card.slot,
-      guid: state.guid,
+      guid: presentedGuid(state.objects),
       serial: state.serial,
       hasPuk: state.hasPuk,
       createdAt: card.createdAt,
@@ -366,6 +367,15 @@ export class CardManager implements CardManagerApi {
       if (!taken.has(serial)) return serial;
     }
   }
+}
+
+/** What to do when every reader of the pool holds a card (exit code 6). */
+export function readerLimitFix(readers: number): string {
+  return (
+    `all ${readers} readers of the pool hold a card: destroy one (tpmvscmgr destroy), or enlarge the pool: ` +
+    'TPMVSC_READERS=N for tpmvscd and for tpmvscd register-readers (pcscd\'s readers), then restart pcscd and tpmvscd ' +
+    `(npm start makes ${START_READERS} readers of its own pcscd: TPMVSC_READERS=N npm start makes N)`
+  );
 }
 
 /** Commands of the endorsement hierarchy's authorization during AIK enrolment. */

@@ -27,12 +27,22 @@ DEBIAN_PACKAGES=(
   nftables
 )
 
+# One dpkg-query for all of them (one per package cost seconds on a busy machine).
+declare -A installed=()
+while read -r pkg status; do
+  [[ "$status" == installed ]] && installed[$pkg]=1
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${DEBIAN_PACKAGES[@]}" 2>/dev/null || true)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$pkg")
-  fi
+  [[ -n "${installed[$pkg]:-}" ]] || missing+=("$pkg")
 done
+
+# Native modules (pcsclite) build against the headers of this node, never downloaded ones.
+source scripts/native_build_env.sh
+tpmvsc_find_node_headers
+if [[ -z "$TPMVSC_NODE_HEADERS" && "$(dpkg-query -S "$(readlink -f "$(type -P node)")" 2>/dev/null)" == nodejs:* ]]; then
+  missing+=(libnode-dev) # Debian's nodejs keeps its headers there
+fi
 
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -44,9 +54,14 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+  tpmvsc_find_node_headers
 fi
+tpmvsc_use_local_node_headers
 
-# npm dependencies: install when node_modules is missing or older than the lock file.
+# npm dependencies: install when node_modules is missing or older than the lock file; build the
+# native module again when its binary is missing (e.g. installed with --ignore-scripts).
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund
+elif [[ ! -f node_modules/pcsclite/build/Release/pcsclite.node ]]; then
+  npm rebuild pcsclite
 fi

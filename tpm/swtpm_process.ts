@@ -21,6 +21,11 @@ export interface SwtpmProcessOptions {
   /** Data port; the control port is port + 1. Default: a free pair. */
   port?: number;
   extraArgs?: readonly string[];
+  /**
+   * Its own process group, so a terminal's Ctrl-C reaches only the parent, which then stops
+   * it in order (TPM2_Shutdown first). Default false.
+   */
+  ownProcessGroup?: boolean;
 }
 
 export interface SwtpmProcess {
@@ -106,7 +111,7 @@ export async function startSwtpmProcess(options: SwtpmProcessOptions): Promise<S
         '--flags', 'not-need-init,startup-clear',
         ...(options.extraArgs ?? []),
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], detached: options.ownProcessGroup ?? false },
     );
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

@@ -2,16 +2,17 @@
  * tpmvscmgr create: checks everything locally (syntax, unsupported switches, PIN rules), asks for
  * the PROMPT secrets (admin key, PIN, PUK, in that order), then sends one create request and
  * streams the daemon's progress lines to stderr. stdout ends with the instance ID.
- * Warnings (a PIN too long for PIV middleware, a well-known secret) are one line each on stderr,
+ * Warnings (a well-known secret) are one line each on stderr,
  * silenced by /quiet like the progress lines, and always in the `warnings` array of --json.
  */
 import { statSync } from 'node:fs';
 import { DEFAULT_PIN_POLICY, type CreateRequest, type CreateResult } from '../../common/control_protocol.js';
 import { TpmvscError } from '../../common/errors.js';
-import { checkPin, checkPuk, DEFAULT_PIN, DEFAULT_PUK, PIV_MIDDLEWARE_PIN_LIMIT } from '../../common/pin_rules.js';
+import { checkPin, checkPuk, DEFAULT_PIN, DEFAULT_PUK } from '../../common/pin_rules.js';
 import { DEFAULT_ADMIN_KEY_HEX, normaliseAdminKeyHex, randomAdminKeyHex } from '../admin_key.js';
 import { writeLine, type CliIo } from '../cli_io.js';
 import { callDaemon, resolveSocketPath } from '../control_client.js';
+import { daemonNotRunning } from '../daemon_not_running.js';
 import type { CreateCommand } from '../parse_arguments.js';
 import { createSecretReader, type SecretReader } from '../prompt.js';
 import { wellKnownSecretWarnings } from '../well_known_secret_warnings.js';
@@ -25,11 +26,11 @@ export function requireSocket(socketPath: string): void {
     // "not permitted", not "not running".
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EPERM') throw new TpmvscError('NOT_PERMITTED', `cannot open ${socketPath}`);
-    throw new TpmvscError('DAEMON_NOT_RUNNING', `nothing listens on ${socketPath}`);
+    throw daemonNotRunning(socketPath);
   }
 }
 
-async function buildRequest(command: CreateCommand, reader: () => SecretReader, warn: (line: string) => void): Promise<CreateRequest> {
+async function buildRequest(command: CreateCommand, reader: () => SecretReader): Promise<CreateRequest> {
   const adminKeyHex =
     command.adminKey === 'DEFAULT'
       ? DEFAULT_ADMIN_KEY_HEX
@@ -42,15 +43,6 @@ async function buildRequest(command: CreateCommand, reader: () => SecretReader, 
   if (command.pin === 'PROMPT') {
     pin = await reader().read('PIN');
     checkPin(pin, pinPolicy);
-    // Warnings only once the PIN is accepted, so a refusal stays one line.
-    if (command.pinPolicy !== null && command.pinPolicy.maxLength > PIV_MIDDLEWARE_PIN_LIMIT) {
-      warn(
-        `warning: /pinpolicy maxlen ${command.pinPolicy.maxLength} allows PINs longer than ${PIV_MIDDLEWARE_PIN_LIMIT} characters, ` +
-          `which PIV middleware (OpenSC, yubico-piv-tool) cannot enter`,
-      );
-    } else if (pin.length > PIV_MIDDLEWARE_PIN_LIMIT) {
-      warn(`warning: the PIN is longer than ${PIV_MIDDLEWARE_PIN_LIMIT} characters; PIV middleware (OpenSC, yubico-piv-tool) cannot enter it`);
-    }
   }
   let puk: string | null = null;
   if (command.puk === 'DEFAULT') puk = DEFAULT_PUK;
@@ -80,13 +72,9 @@ export async function runCreate(command: CreateCommand, io: CliIo): Promise<Crea
   };
   let secretReader: SecretReader | undefined;
   const reader = (): SecretReader => (secretReader ??= createSecretReader(io.stdin, io.stderr));
-  const earlyWarnings: string[] = [];
   let request: CreateRequest;
   try {
-    request = await buildRequest(command, reader, (line) => {
-      earlyWarnings.push(line);
-      say(line);
-    });
+    request = await buildRequest(command, reader);
   } finally {
     secretReader?.close();
   }
@@ -95,8 +83,7 @@ export async function runCreate(command: CreateCommand, io: CliIo): Promise<Crea
   // Warnings share /quiet with the progress lines; --json always carries them.
   const secretWarnings = wellKnownSecretWarnings(command);
   for (const line of secretWarnings) say(line);
-  const warnings = [...earlyWarnings, ...secretWarnings];
-  if (command.json) writeLine(io.stdout, JSON.stringify({ ...result, warnings }));
+  if (command.json) writeLine(io.stdout, JSON.stringify({ ...result, warnings: secretWarnings }));
   else writeLine(io.stdout, result.instance);
   return result;
 }

@@ -7,8 +7,7 @@
  * PIN is unblocked with the PUK. The daemon only says which reader holds the card.
  */
 import { TpmvscError } from '../../common/errors.js';
-import { DEFAULT_PIN, PIN_LENGTH_LOWER_BOUND, PIN_LENGTH_UPPER_BOUND, checkPin } from '../../common/pin_rules.js';
-import { DEFAULT_PIN_POLICY } from '../../common/control_protocol.js';
+import { DEFAULT_PIN, WIDEST_PIN_POLICY, checkPin } from '../../common/pin_rules.js';
 import { openPcsc } from '../../common/pcsc_client.js';
 import { DEFAULT_ADMIN_KEY_HEX, normaliseAdminKeyHex } from '../admin_key.js';
 import { writeLine, type CliIo } from '../cli_io.js';
@@ -17,9 +16,6 @@ import type { UnblockCommand } from '../parse_arguments.js';
 import { createSecretReader, type SecretReader } from '../prompt.js';
 import { authenticateAdmin, resetPinWithAdmin, selectPiv } from '../piv_admin_session.js';
 import { requireSocket } from './create.js';
-
-/** The widest PIN any card accepts; the card itself then applies its own policy. */
-const ANY_CARD_PIN_POLICY = { ...DEFAULT_PIN_POLICY, minLength: PIN_LENGTH_LOWER_BOUND, maxLength: PIN_LENGTH_UPPER_BOUND };
 
 export async function runUnblock(command: UnblockCommand, io: CliIo): Promise<void> {
   const socketPath = resolveSocketPath(command.socketPath, io.env);
@@ -39,7 +35,8 @@ export async function runUnblock(command: UnblockCommand, io: CliIo): Promise<vo
     const adminKeyHex = command.adminKey === 'DEFAULT' ? DEFAULT_ADMIN_KEY_HEX : normaliseAdminKeyHex(await reader().read('admin key (48 hexadecimal characters)'));
     adminKey = Buffer.from(adminKeyHex, 'hex');
     const pinText = command.pin === 'DEFAULT' ? DEFAULT_PIN : await reader().read('new PIN');
-    checkPin(pinText, ANY_CARD_PIN_POLICY, 'new PIN');
+    // The widest rule any card has (4..8 characters); the card then applies its own policy.
+    checkPin(pinText, WIDEST_PIN_POLICY, 'new PIN');
     pin = Buffer.from(pinText, 'ascii');
   } finally {
     secretReader?.close();

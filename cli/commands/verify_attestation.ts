@@ -15,7 +15,6 @@ import { certificatesFromPem } from '../../attestation/certificate_builder.js';
 import { checkAttestation, type VerifyReport } from '../../attestation/verify.js';
 import { writeLine, type CliIo } from '../cli_io.js';
 
-export const VERIFY_ATTESTATION = 'verify-attestation';
 
 export const VERIFY_ATTESTATION_HELP = `Usage: tpmvscmgr verify-attestation --ca CA.pem SLOT_CERT.pem AIK_CERT.pem [--slot SLOT] [--serial N] [--json]
        tpmvscmgr verify-attestation --self-issued SLOT_CERT.pem AIK_CERT.pem [--slot SLOT] [--serial N] [--json]

@@ -4,16 +4,12 @@
  */
 import test from 'ava';
 import { startStack, type Stack } from '../helpers/stack.js';
-import { CREATE_WITH_PUK, CREATE_WITHOUT_PUK, pivTool, readerName } from '../helpers/piv_tools.js';
+import { CREATE_WITH_PUK, CREATE_WITHOUT_PUK, cardTries, pivTool, readerName } from '../helpers/piv_tools.js';
 
 const READER = readerName(0);
 const INSTANCE = 'ROOT\\SMARTCARDREADER\\0000';
 
-async function tries(stack: Stack): Promise<{ pin: number; puk: number | null }> {
-  const { stdout } = await stack.cli(['status', '/instance', INSTANCE, '--json']);
-  const card = (JSON.parse(stdout) as { cards: Array<{ pinTriesRemaining: number; pukTriesRemaining: number | null }> }).cards[0]!;
-  return { pin: card.pinTriesRemaining, puk: card.pukTriesRemaining };
-}
+const tries = (stack: Stack): Promise<{ pin: number; puk: number | null }> => cardTries(stack, INSTANCE);
 
 async function blockPin(t: { is: (a: unknown, b: unknown, m?: string) => void }, stack: Stack): Promise<void> {
   for (let i = 0; i < 5; i++) await pivTool(stack, READER, ['-a', 'verify-pin', '-P', '00000000']);

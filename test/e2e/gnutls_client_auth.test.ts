@@ -36,6 +36,7 @@ import { runProgram, startStack, type CommandResult, type Stack } from '../helpe
 import {
   DEFAULT_PIN, createDefaultCard, issueCertificate, makeTestCa, mustSucceed, p11KitClientEnv, provisionSlot, type TestCa,
 } from '../helpers/card_setup.js';
+import { cardTries } from '../helpers/piv_tools.js';
 
 const READER = 'TPM Virtual Smart Card 0 00 00';
 /** OpenSC names the PIV token after the CN of the 9A certificate. */
@@ -226,10 +227,7 @@ function withPinSource(url: string, file: string): string {
 }
 
 async function pinTriesRemaining(): Promise<number> {
-  const { stdout } = mustSucceed(await stack!.cli(['status', '/instance', instance, '--json']), 'tpmvscmgr status');
-  const card = (JSON.parse(stdout) as { cards: Array<{ instance: string; pinTriesRemaining: number }> }).cards.find((c) => c.instance === instance);
-  if (!card) throw new Error(`card ${instance} not in status:\n${stdout}`);
-  return card.pinTriesRemaining;
+  return (await cardTries(stack!, instance)).pin;
 }
 
 function diagnostics(result: CommandResult, seen: Handshake[]): string {

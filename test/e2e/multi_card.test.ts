@@ -8,7 +8,7 @@ import test from 'ava';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { startStack } from '../helpers/stack.js';
-import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, pivTool, readerName, tempDir, verifySelfSigned, ykmanPiv } from '../helpers/piv_tools.js';
+import { CREATE_WITH_PUK, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, cardTries, pivTool, readerName, tempDir, verifySelfSigned, ykmanPiv } from '../helpers/piv_tools.js';
 
 test('two cards with keys and certificates are independent; destroying one spares the other', async (t) => {
   const stack = await startStack({ readers: 4 });
@@ -54,7 +54,7 @@ test('two cards with keys and certificates are independent; destroying one spare
   // A PIN change and wrong PINs on one card leave the other untouched.
   t.is((await pivTool(stack, cards[0]!.reader, ['-a', 'change-pin', '-P', DEFAULT_PIN, '-N', '11112222'])).code, 0);
   await pivTool(stack, cards[0]!.reader, ['-a', 'verify-pin', '-P', '99999999']);
-  t.regex((await pivTool(stack, cards[1]!.reader, ['-a', 'status'])).stdout, /PIN tries left:\s+5/);
+  t.is((await cardTries(stack, cards[1]!.instance)).pin, 5);
   t.is((await pivTool(stack, cards[1]!.reader, ['-a', 'verify-pin', '-P', DEFAULT_PIN])).code, 0);
 
   // Both work at the same time: concurrent signatures on both cards.
@@ -73,4 +73,18 @@ test('two cards with keys and certificates are independent; destroying one spare
   t.is((await pivTool(stack, cards[1]!.reader, ['-a', 'read-certificate', '-s', '9c'])).stdout, certificates[1]);
   const generated = await pivTool(stack, cards[1]!.reader, ['-a', 'generate', '-s', '9d', '-A', 'ECCP384']);
   t.is(generated.code, 0, `card 1 still generates: ${generated.stderr}`);
+
+  // Every reader of the pool holds a card: the next create says how to get more readers.
+  for (const instance of ['0000', '0002', '0003']) {
+    const created = await stack.cli(CREATE_WITH_PUK);
+    t.is(created.stdout.trim().split('\n').at(-1), `ROOT\\SMARTCARDREADER\\${instance}`, created.stderr);
+  }
+  const full = await stack.cli(CREATE_WITH_PUK);
+  t.is(full.code, 6);
+  t.is(
+    full.stderr.trim().split('\n').at(-1),
+    'tpmvscmgr: The limit on the number of Smart Card Readers has been reached: all 4 readers of the pool hold a card: ' +
+      'destroy one (tpmvscmgr destroy), or enlarge the pool: TPMVSC_READERS=N for tpmvscd and for tpmvscd register-readers ' +
+      "(pcscd's readers), then restart pcscd and tpmvscd (npm start makes 2 readers of its own pcscd: TPMVSC_READERS=N npm start makes N)",
+  );
 });

@@ -76,23 +76,20 @@ async function connectCard(): Promise<PcscConnection> {
 const PIN_TRIES = 5;
 
 /**
- * Tries left of the PIN (VERIFY without data: 63Cx, or 9000 when verified in this session,
- * which a right PIN made full) or the PUK (GET METADATA 81: tag 06 = total, remaining).
+ * Tries left of the PIN (80) or the PUK (81) from GET METADATA (tag 06 = total, remaining),
+ * which answers the same whatever this or an earlier session verified (an empty VERIFY
+ * answers 9000 while the PIN is verified, whatever the counter says).
  */
-async function pinTries(connection: PcscConnection): Promise<number> {
-  const answer = sw(await transmit(connection, '0020008000'));
-  if (answer === '9000') return PIN_TRIES;
-  if (!answer.startsWith('63C')) throw new Error(`VERIFY status answered ${answer}`);
-  return parseInt(answer[3]!, 16);
-}
-
-async function pukTries(connection: PcscConnection): Promise<number> {
-  const answer = await transmit(connection, '00F7008100');
-  if (answer.kind !== 'response' || !answer.hex.endsWith('9000')) throw new Error(`GET METADATA 81 answered ${JSON.stringify(answer)}`);
+async function triesLeft(connection: PcscConnection, reference: '80' | '81'): Promise<number> {
+  const answer = await transmit(connection, `00F700${reference}00`);
+  if (answer.kind !== 'response' || !answer.hex.endsWith('9000')) throw new Error(`GET METADATA ${reference} answered ${JSON.stringify(answer)}`);
   const retries = /0602([0-9A-F]{2})([0-9A-F]{2})/.exec(answer.hex.slice(0, -4));
   if (!retries) throw new Error(`no retries in ${answer.hex}`);
   return parseInt(retries[2]!, 16);
 }
+
+const pinTries = (connection: PcscConnection): Promise<number> => triesLeft(connection, '80');
+const pukTries = (connection: PcscConnection): Promise<number> => triesLeft(connection, '81');
 
 const verifyCommand = (pin: string): string => `0020008008${paddedPin(pin)}`;
 

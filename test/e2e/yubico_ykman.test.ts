@@ -77,3 +77,21 @@ test.serial('AES-128/192/256 management keys set with ykman: the new key works, 
   // Back on the default 3DES key, yubico-piv-tool's default -k works again.
   t.is((await pivTool(stack, reader, ['-a', 'generate', '-s', '9e', '-A', 'ECCP256'])).code, 0);
 });
+
+test.serial('status shows the GUID the card presents after ykman rewrote its CHUID, not the one from create', async (t) => {
+  const guid = async (): Promise<string | null> => {
+    const { stdout } = await stack.cli(['status', '/instance', 'ROOT\\SMARTCARDREADER\\0000', '--json']);
+    return (JSON.parse(stdout) as { cards: Array<{ guid: string | null }> }).cards[0]!.guid;
+  };
+  const fromCreate = await guid();
+  t.regex(fromCreate ?? '', /^[0-9a-f]{32}$/);
+  const rewritten = await ykmanPiv(stack, reader, ['objects', 'generate', '-m', DEFAULT_MANAGEMENT_KEY, 'chuid']);
+  t.is(rewritten.code, 0, rewritten.stderr);
+  // The GUID as a client reads it: tag 34 (16 bytes) of the CHUID yubico-piv-tool prints.
+  const chuid = /CHUID:\s*([0-9a-f]+)/i.exec((await pivTool(stack, reader, ['-a', 'status'])).stdout)?.[1]?.toLowerCase() ?? '';
+  const onCard = /3410([0-9a-f]{32})/.exec(chuid)?.[1];
+  t.truthy(onCard, `a GUID in the CHUID ${chuid}`);
+  t.not(onCard, fromCreate, 'ykman wrote a new GUID');
+  t.is(await guid(), onCard ?? 'none');
+  t.true((await stack.cli(['status'])).stdout.includes(`GUID ${onCard}`), 'the text report shows it too');
+});

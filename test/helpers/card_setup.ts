@@ -120,14 +120,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** PIN tries left as yubico-piv-tool -a status prints them. */
-export async function pinTriesLeft(stack: Stack, reader: string): Promise<number> {
-  const { stdout } = mustSucceed(await stack.run('yubico-piv-tool', ['-r', reader, '-a', 'status']), 'status');
-  const match = /PIN tries left:\s+(\d+)/.exec(stdout);
-  if (!match) throw new Error(`no PIN tries in status output:\n${stdout}`);
-  return Number(match[1]);
-}
-
 /**
  * Environment for programs that load every p11-kit module (gnutls-cli, p11tool, p11-kit): a
  * temp HOME under `dir`, so nothing they or their modules keep per user lands in the real one

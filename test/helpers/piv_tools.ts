@@ -12,7 +12,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProgram, startStack, type CommandResult, type Stack } from './stack.js';
-import type { PcscConnection } from './pcsc_client.js';
+import { openPcsc, type PcscClient, type PcscConnection } from './pcsc_client.js';
 
 export const DEFAULT_PIN = '12345678';
 export const DEFAULT_PUK = '12345678';
@@ -96,7 +96,20 @@ export async function certificatePublicKey(dir: string, certificatePem: string, 
   return (await runProgram('openssl', ['x509', '-in', path, '-noout', '-pubkey'])).stdout;
 }
 
-/** "PIN tries left: n" from yubico-piv-tool -a status. */
+/**
+ * PIN and PUK tries left of a card, as the daemon counts them (TPM NV; tpmvscmgr status). Read
+ * tries this way after any client that leaves the card without a reset (OpenSC and so ssh,
+ * browsers, p11-kit; ykman): the card then stays PIN-verified, an empty VERIFY answers 9000 and
+ * `yubico-piv-tool -a status` prints "PIN tries left: -1" until the next reset.
+ */
+export async function cardTries(stack: Stack, instance = 'ROOT\\SMARTCARDREADER\\0000'): Promise<{ pin: number; puk: number | null }> {
+  const result = await stack.cli(['status', '/instance', instance, '--json']);
+  if (result.code !== 0) throw new Error(`tpmvscmgr status ${instance} failed (${result.code}): ${result.stderr}`);
+  const card = (JSON.parse(result.stdout) as { cards: Array<{ pinTriesRemaining: number; pukTriesRemaining: number | null }> }).cards[0]!;
+  return { pin: card.pinTriesRemaining, puk: card.pukTriesRemaining };
+}
+
+/** "PIN tries left: n" from yubico-piv-tool -a status (only right after a client that reset the card). */
 export function pinTriesLeft(status: string): number | undefined {
   const match = /PIN tries left:\s+(\d+)/.exec(status);
   return match ? Number(match[1]) : undefined;
@@ -125,4 +138,39 @@ export async function authenticateManagementKey(connection: PcscConnection, keyH
 /** A PIN as VERIFY / RESET RETRY COUNTER data: ASCII padded with FF to 8 bytes. */
 export function paddedPin(pin: string): string {
   return Buffer.concat([Buffer.from(pin, 'ascii'), Buffer.alloc(Math.max(0, 8 - pin.length), 0xff)]).toString('hex');
+}
+
+/**
+ * A stack whose pcscd this process talks to (libpcsclite reads its socket once per process),
+ * with the TPM's lockout relaxed for wrong-PIN tests. For test.before / test.after.always.
+ */
+export async function startPcscStack(readers: number): Promise<{ stack: Stack; pcsc: PcscClient; stop: () => Promise<void> }> {
+  const stack = await startStack({ readers });
+  await relaxTpmLockout(stack);
+  stack.pcscd.useInThisProcess();
+  const pcsc = openPcsc();
+  return {
+    stack,
+    pcsc,
+    stop: async () => {
+      pcsc.close();
+      await stack.stop();
+    },
+  };
+}
+
+/**
+ * A card session of its own: connect, SELECT PIV, use it, disconnect with a reset, so it
+ * neither sees a PIN or 9B state an earlier client left nor leaves one behind.
+ */
+export async function withPivSession<T>(pcsc: PcscClient, reader: string, use: (connection: PcscConnection) => Promise<T>): Promise<T> {
+  await pcsc.waitForCard(reader, true, 5000);
+  const connection = await pcsc.connect(reader);
+  try {
+    const selected = await sendApdu(connection, '00A4040005A000000308');
+    if (selected.sw !== '9000') throw new Error(`SELECT PIV answered ${selected.sw}`);
+    return await use(connection);
+  } finally {
+    await connection.disconnect('reset');
+  }
 }

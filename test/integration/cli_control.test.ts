@@ -3,15 +3,15 @@
  * recording test double of cli_test_daemon.ts).
  */
 import { spawn } from 'node:child_process';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import { EXIT } from '../../common/errors.js';
 import { makeStaleSocket, runCli, startTestDaemon, type CliRun } from './cli_test_daemon.js';
 
 const ADMIN_KEY = 'A1B2C3D4E5F60718293A4B5C6D7E8F90112233445566778F';
-const PIN = 'Secret#Pin42';
-const PUK = 'Unlock#Puk77';
+const PIN = 'Sec#Pn42';
+const PUK = 'Unl#Pk77';
 const SECRETS = [ADMIN_KEY, ADMIN_KEY.toLowerCase(), PIN, PUK];
 
 function assertNoSecrets(t: { false: (value: boolean, message?: string) => void }, run: CliRun, extra: string[] = []): void {
@@ -38,13 +38,12 @@ test('create with PROMPT reads admin key, PIN and PUK from non-TTY stdin in that
   });
   t.is(run.code, EXIT.ok, run.stderr);
   t.is(run.stdout, 'ROOT\\SMARTCARDREADER\\0000\n');
-  t.deepEqual(run.stderr.split('\n').filter((line) => line && !line.startsWith('warning: the PIN is longer than 8')), [
+  t.deepEqual(run.stderr.split('\n').filter(Boolean), [
     'Initializing the Virtual Smart Card component...',
     'Creating the Virtual Smart Card Reader...',
     'TPM Smart Card created.',
   ]);
   t.like(daemon.cards.createRequests[0], { name: 'Corp Card', adminKeyHex: ADMIN_KEY, adminKeyRandom: false, pin: PIN, puk: PUK, generate: true, attestation: null });
-  t.regex(run.stderr, /warning: the PIN is longer than 8 characters/, 'a 12-character PIN gets the PIV middleware warning');
   assertNoSecrets(t, run);
 
   const second = await runCli(['create', '/name', 'Second', '/AdminKey', 'DEFAULT', '--socket', daemon.socketPath]);
@@ -103,38 +102,48 @@ test('/AdminKey RANDOM: 24 random bytes sent to the daemon, never printed, diffe
 test('a PIN shorter than the policy: one line naming the rule, exit 9, nothing created', async (t) => {
   const daemon = await startTestDaemon();
   t.teardown(() => daemon.stop());
-  const run = await runCli(['create', '/name', 'P', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '10', 'maxlen', '12', '--socket', daemon.socketPath], {
-    stdin: 'Short#Pin1\n'.slice(0, 7) + '\n',
+  const run = await runCli(['create', '/name', 'P', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '6', 'maxlen', '8', '--socket', daemon.socketPath], {
+    stdin: 'Short#Pin1\n'.slice(0, 5) + '\n',
   });
   t.is(run.code, EXIT.rejected);
-  t.is(oneErrorLine(run), 'tpmvscmgr: the PIN must be at least 10 characters long');
+  t.is(oneErrorLine(run), 'tpmvscmgr: the PIN must be at least 6 characters long');
   t.is(run.stdout, '');
   t.is(daemon.cards.createRequests.length, 0);
-  t.false(run.stderr.includes('Short#P'));
+  t.false(run.stderr.includes('Short'));
 });
 
-test('a policy with maxlen above 8 warns about PIV middleware; /quiet silences it', async (t) => {
+const PIV_REASON = 'PIV clients send at most 8 bytes (yubico-piv-tool refuses longer ones, OpenSC answers CKR_PIN_LEN_RANGE)';
+
+test('a PIN, a PUK or a /pinpolicy maxlen longer than PIV clients can send: refused up front with the reason', async (t) => {
   const daemon = await startTestDaemon();
   t.teardown(() => daemon.stop());
-  const run = await runCli(['create', '/name', 'W', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '4', 'maxlen', '12', '--socket', daemon.socketPath], { stdin: `${PIN}\n` });
-  t.is(run.code, EXIT.ok, run.stderr);
-  t.regex(run.stderr, /warning: \/pinpolicy maxlen 12 allows PINs longer than 8 characters.*OpenSC/);
-  t.like(daemon.cards.createRequests[0]?.pinPolicy, { minLength: 4, maxLength: 12 });
-  assertNoSecrets(t, run);
-  const quiet = await runCli(['create', '/quiet', '/name', 'W2', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'maxlen', '12', '--socket', daemon.socketPath], { stdin: `${PIN}\n` });
-  t.is(quiet.stderr, '');
+  const socket = ['--socket', daemon.socketPath];
+  // Refused while parsing, before any prompt: the PIN on stdin is never read.
+  const policy = await runCli(['create', '/name', 'W', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '4', 'maxlen', '12', ...socket], { stdin: `${PIN}\n` });
+  t.is(policy.code, EXIT.usage);
+  t.is(oneErrorLine(policy), `tpmvscmgr: /pinpolicy maxlen must be an integer from 6 to 8: ${PIV_REASON}`);
+  const longPin = await runCli(['create', '/name', 'W', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', ...socket], { stdin: 'Longer#Pin42\n' });
+  t.is(longPin.code, EXIT.rejected);
+  t.is(oneErrorLine(longPin), `tpmvscmgr: the PIN must be exactly 8 characters long: Windows' minimum is 8 and ${PIV_REASON}`);
+  const policyPin = await runCli(['create', '/name', 'W', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '4', ...socket], { stdin: 'Pin#123456\n' });
+  t.is(oneErrorLine(policyPin), `tpmvscmgr: the PIN must be at most 8 characters long: ${PIV_REASON}`);
+  const longPuk = await runCli(['create', '/name', 'W', '/AdminKey', 'DEFAULT', '/PUK', 'PROMPT', ...socket], { stdin: 'Longer#Puk77\n' });
+  t.is(longPuk.code, EXIT.rejected);
+  t.is(oneErrorLine(longPuk), `tpmvscmgr: the PUK must be exactly 8 characters long: Windows' minimum is 8 and ${PIV_REASON}`);
+  t.is(daemon.cards.createRequests.length, 0, 'nothing was sent');
+  for (const run of [policy, longPin, policyPin, longPuk]) t.false(`${run.stdout}${run.stderr}`.includes('Longer') || run.stderr.includes('Pin#123456'), 'no secret echoed');
 });
 
 const badInputs: Array<{ name: string; args: string[]; stdin?: string; exit: number; line: string; noSocket?: true }> = [
   { name: 'admin key with 46 hex digits', args: ['create', '/name', 'C', '/AdminKey', 'PROMPT'], stdin: `${ADMIN_KEY.slice(0, 46)}\n`, exit: EXIT.usage, line: 'tpmvscmgr: /AdminKey PROMPT needs 48 hexadecimal characters (24 bytes)' },
   { name: 'stdin ends before the PIN', args: ['create', '/name', 'C', '/AdminKey', 'PROMPT', '/PIN', 'PROMPT'], stdin: `${ADMIN_KEY}\n`, exit: EXIT.usage, line: 'tpmvscmgr: stdin ended before the PIN was read (PROMPT reads one line per secret: admin key, PIN, PUK)' },
-  { name: 'PUK too short', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/PUK', 'PROMPT'], stdin: '1234\n', exit: EXIT.rejected, line: 'tpmvscmgr: the PUK must be at least 8 characters long' },
+  { name: 'PUK too short', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/PUK', 'PROMPT'], stdin: '1234\n', exit: EXIT.rejected, line: "tpmvscmgr: the PUK must be exactly 8 characters long: Windows' minimum is 8 and PIV clients send at most 8 bytes (yubico-piv-tool refuses longer ones, OpenSC answers CKR_PIN_LEN_RANGE)" },
   { name: '/machine that ssh would read as an option', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/machine', '-oProxyCommand=sh'], exit: EXIT.usage, line: 'tpmvscmgr: /machine cannot start with "-" (ssh would read it as an option)' },
   { name: 'destroy /machine with a bad port', args: ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\0000', '/machine', 'ssh://server1:0'], exit: EXIT.usage, line: 'tpmvscmgr: /machine needs a port from 1 to 65535 after ":"' },
   { name: 'unknown switch', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/force'], exit: EXIT.usage, line: 'tpmvscmgr: unknown switch /force for create (see tpmvscmgr create /?)' },
   { name: 'missing /name', args: ['create', '/AdminKey', 'DEFAULT'], exit: EXIT.usage, line: "tpmvscmgr: create needs /name <name> (the card's friendly name)" },
   { name: '/pinpolicy without /PIN PROMPT', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/pinpolicy', 'minlen', '4'], exit: EXIT.usage, line: 'tpmvscmgr: /pinpolicy is only valid with /PIN PROMPT' },
-  { name: 'minlen > maxlen', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '9', 'maxlen', '8'], exit: EXIT.usage, line: 'tpmvscmgr: /pinpolicy minlen (9) must not exceed maxlen (8)' },
+  { name: 'minlen > maxlen', args: ['create', '/name', 'C', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/pinpolicy', 'minlen', '8', 'maxlen', '7'], exit: EXIT.usage, line: 'tpmvscmgr: /pinpolicy minlen (8) must not exceed maxlen (7)' },
   { name: 'destroy of an unknown instance', args: ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\0005'], exit: EXIT.notFound, line: 'tpmvscmgr: No virtual smart card has that instance ID: ROOT\\SMARTCARDREADER\\0005' },
   { name: 'bad instance syntax', args: ['destroy', '/instance', 'ROOT\\SMARTCARDREADER\\5'], exit: EXIT.usage, line: 'tpmvscmgr: /instance must be an instance ID like ROOT\\SMARTCARDREADER\\0000 (0000 to 0015), as printed by create' },
   { name: 'no command', args: [], noSocket: true, exit: EXIT.usage, line: 'tpmvscmgr: missing command: create, destroy, list, status, unblock or verify-attestation (see tpmvscmgr /?)' },
@@ -177,7 +186,12 @@ test('daemon not running: no socket, or a stale socket nobody listens on -> exit
   t.teardown(() => daemon.stop());
   const missing = await runCli(['create', '/name', 'C', '/AdminKey', 'PROMPT', '--socket', join(dir, 'nope.sock')], { stdin: `${ADMIN_KEY}\n` });
   t.is(missing.code, EXIT.daemonNotRunning);
-  t.regex(oneErrorLine(missing), /^tpmvscmgr: The tpmvscd daemon is not running \(start it with: systemctl start tpmvscd\): nothing listens on /);
+  // Not the system daemon's socket, not npm start's: say so, and name both.
+  t.regex(
+    oneErrorLine(missing),
+    /^tpmvscmgr: The tpmvscd daemon is not running: nothing listens on \S+nope\.sock \(named by \/socket or TPMVSC_SOCKET\): start tpmvscd --socket \S+nope\.sock, or name a running daemon's socket \(systemd: \/run\/tpmvsc\/control\.sock, npm start: \S+\/control\.sock\)$/,
+  );
+  t.false(missing.stderr.includes('systemctl'), 'no systemctl hint for a socket systemd does not serve');
   t.false(missing.stderr.includes('Enter'), 'no prompt was shown');
 
   // A socket file left behind by a dead daemon (fd closed, file not unlinked): ECONNREFUSED.
@@ -188,18 +202,38 @@ test('daemon not running: no socket, or a stale socket nobody listens on -> exit
   t.regex(refused.stderr, /not running.*nothing listens on .*stale\.sock/);
   const viaEnv = await runCli(['list'], { env: { TPMVSC_SOCKET: join(dir, 'nope.sock') } });
   t.is(viaEnv.code, EXIT.daemonNotRunning);
+
+  // npm start's socket (a stopped npm start leaves its file behind): run npm start, not systemctl.
+  const startDir = join(dir, 'start');
+  await mkdir(startDir);
+  makeStaleSocket(join(startDir, 'control.sock'));
+  const npmStart = await runCli(['status'], { env: { TPMVSC_START_DIR: startDir, TPMVSC_SOCKET: join(startDir, 'control.sock') } });
+  t.is(npmStart.code, EXIT.daemonNotRunning);
+  t.is(
+    oneErrorLine(npmStart),
+    `tpmvscmgr: The tpmvscd daemon is not running: nothing listens on ${join(startDir, 'control.sock')}, the socket of npm start's daemon: run npm start in the tpmvsc repository and leave it running`,
+  );
 });
 
-test('help: /?, -h and --help print the usage doc with defaults, bounds and exit codes', async (t) => {
-  for (const args of [['/?'], ['create', '/?'], ['destroy', '--help'], ['-h']]) {
+test('help: /?, -h and --help print the usage doc; the overview holds the shared sections once, a command its own part', async (t) => {
+  const overview = await runCli(['/?']);
+  t.is(overview.code, EXIT.ok);
+  t.is((await runCli(['-h'])).stdout, overview.stdout);
+  t.regex(overview.stdout, /Exit codes:[\s\S]*4 {2}the tpmvscd daemon is not running[\s\S]*9 {2}a PIN, PUK or admin key was rejected/);
+  for (const section of ['Exit codes:', 'Options of every command:', '/machine <machine name> (create, destroy, list, status, unblock)', 'PINs and PUKs (the one difference from Windows']) {
+    t.is(overview.stdout.split(section).length, 2, `once in the overview: ${section}`);
+  }
+  for (const args of [['create', '/?'], ['destroy', '--help'], ['list', '/?'], ['status', '/?'], ['unblock', '/?']]) {
     const run = await runCli(args);
     t.is(run.code, EXIT.ok);
-    t.regex(run.stdout, /Exit codes:[\s\S]*4 {2}the tpmvscd daemon is not running[\s\S]*9 {2}a PIN, PUK or admin key was rejected/);
+    t.false(run.stdout.includes('Exit codes:') || run.stdout.includes('Options of every command:') || run.stdout.includes('TPMVSC_SSH_CONFIG'), `${args[0]} does not repeat the shared sections`);
+    t.regex(run.stdout, /\/machine, PIN and PUK rules and exit codes: tpmvscmgr \/\?\n$/, `${args[0]} points to them`);
   }
   const create = await runCli(['create', '/?']);
-  for (const fact of ['010203040506070801020304050607080102030405060708', 'minlen', 'at least 4', 'at most 127', '12345678', 'RANDOM']) {
+  for (const fact of ['010203040506070801020304050607080102030405060708', 'minlen', 'at least 4', 'from 6 to 8', '12345678', 'RANDOM']) {
     t.true(create.stdout.includes(fact), fact);
   }
+  t.false(create.stdout.includes('127 printable'), 'no 127-character PINs');
 });
 
 /** Every process descended from pid (the CLI must not re-exec with secrets). */

@@ -119,7 +119,7 @@ test('secrets are asked in the order admin key, PIN, PUK and checked before anyt
   const answers: Record<string, string> = {
     'admin key (48 hexadecimal characters)': '01 02 03 04 05 06 07 08 01 02 03 04 05 06 07 08 01 02 03 04 05 06 07 aa',
     PIN: 'Abcd1234',
-    PUK: 'Unlock#Puk77',
+    PUK: 'Unl#Pk77',
     'new PIN': '87654321',
   };
   const asked: string[] = [];
@@ -131,7 +131,7 @@ test('secrets are asked in the order admin key, PIN, PUK and checked before anyt
     close: () => undefined,
   });
   const create = parsed(['create', '/name', 'A', '/AdminKey', 'PROMPT', '/PIN', 'PROMPT', '/PUK', 'PROMPT', '/machine', 'db1']);
-  t.deepEqual(await secretLines(create, reader), ['0102030405060708010203040506070801020304050607AA', 'Abcd1234', 'Unlock#Puk77']);
+  t.deepEqual(await secretLines(create, reader), ['0102030405060708010203040506070801020304050607AA', 'Abcd1234', 'Unl#Pk77']);
   t.deepEqual(asked, ['admin key (48 hexadecimal characters)', 'PIN', 'PUK']);
   t.deepEqual(await secretLines(parsed(['unblock', '/instance', 'ROOT\\SMARTCARDREADER\\0000', '/AdminKey', 'DEFAULT', '/PIN', 'PROMPT', '/machine', 'db1']), reader), ['87654321']);
   t.deepEqual(await secretLines(parsed(['create', '/name', 'A', '/AdminKey', 'DEFAULT', '/machine', 'db1']), reader), []);

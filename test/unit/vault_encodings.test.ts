@@ -1,5 +1,6 @@
 import test from 'ava';
-import { createECDH, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createECDH, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { normaliseHash, ecdsaSignatureDer } from '../../vault/ecdsa_encoding.js';
 import { rsaPublicFromCrt } from '../../vault/rsa_crt.js';
 import { sealKeyAuth, openKeyAuth, boxEphemeralPoint } from '../../vault/key_auth_box.js';
@@ -33,27 +34,36 @@ test('ecdsaSignatureDer writes minimal positive INTEGERs', (t) => {
   t.is(der[1], der.length - 2);
 });
 
+/**
+ * RSA-2048 keys made once with node:crypto (test/fixtures/rsa2048_crt_keys.json): generating
+ * four of them here took long enough on a loaded 2-vCPU machine to time the test out.
+ */
+interface RsaJwk {
+  n: string;
+  e: string;
+  p: string;
+  q: string;
+  dp: string;
+  dq: string;
+  qi: string;
+}
+const RSA_KEYS = (JSON.parse(readFileSync(new URL('../fixtures/rsa2048_crt_keys.json', import.meta.url), 'utf8')) as { keys: Record<string, RsaJwk> }).keys;
+const crtParts = (jwk: RsaJwk) => ({ p: b64url(jwk.p), q: b64url(jwk.q), dp: b64url(jwk.dp), dq: b64url(jwk.dq), qinv: b64url(jwk.qi) });
+
 test('rsaPublicFromCrt recovers n and e from the CRT parts of a node key', (t) => {
-  for (const publicExponent of [65537, 3, 0x10001 + 2 * 7 * 13]) {
-    let key;
-    try {
-      key = generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent });
-    } catch {
-      continue; // exponent not accepted by OpenSSL
-    }
-    const jwk = key.privateKey.export({ format: 'jwk' });
-    const result = rsaPublicFromCrt(
-      { p: b64url(jwk.p!), q: b64url(jwk.q!), dp: b64url(jwk.dp!), dq: b64url(jwk.dq!), qinv: b64url(jwk.qi!) },
-      256,
-    );
-    t.deepEqual(Buffer.from(result.modulus), Buffer.from(b64url(jwk.n!)));
-    t.is(result.exponent, publicExponent);
+  t.deepEqual(Object.keys(RSA_KEYS).sort(), ['3', '65537', '65719']);
+  for (const [publicExponent, jwk] of Object.entries(RSA_KEYS)) {
+    // The fixture is consistent: p * q = n.
+    const big = (value: string): bigint => BigInt(`0x${Buffer.from(value, 'base64url').toString('hex')}`);
+    t.is(big(jwk.p) * big(jwk.q), big(jwk.n));
+    const result = rsaPublicFromCrt(crtParts(jwk), 256);
+    t.deepEqual(Buffer.from(result.modulus), Buffer.from(b64url(jwk.n)));
+    t.is(result.exponent, Number(publicExponent));
   }
 });
 
 test('rsaPublicFromCrt refuses inconsistent parts with a typed error', (t) => {
-  const jwk = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-  const parts = { p: b64url(jwk.p!), q: b64url(jwk.q!), dp: b64url(jwk.dp!), dq: b64url(jwk.dq!), qinv: b64url(jwk.qi!) };
+  const parts = crtParts(RSA_KEYS['65537']!);
   const badQinv = Uint8Array.from(parts.qinv);
   badQinv[10] ^= 1;
   const error = t.throws(() => rsaPublicFromCrt({ ...parts, qinv: badQinv }, 256), { instanceOf: VaultError });
