@@ -293,7 +293,7 @@ test.serial('a connection without a complete request is closed at the timeout, t
   await sleep(3000);
   child.stdin.write('0102030405060708010203040506070801020304050607AA\n');
   await sleep(3000);
-  child.stdin.end('Slow#Pin123\n');
+  child.stdin.end('Slow#Pin\n');
   t.is(await exited, 0, output);
   t.regex(output, /ROOT\\SMARTCARDREADER\\0001/);
   const destroyed = await stack.cli(['destroy', '/quiet', '/instance', 'ROOT\\SMARTCARDREADER\\0001']);

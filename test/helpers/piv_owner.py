@@ -57,9 +57,19 @@ def main():
     pin = sys.stdin.readline().rstrip('\n').encode()
     report = {}
     started = time.monotonic()
-    connection = connect(reader_name, wait_seconds)
+    deadline = started + wait_seconds
+    while True:
+        connection = connect(reader_name, max(deadline - time.monotonic(), 0))
+        try:
+            _, sw = transmit(connection, SELECT_PIV)
+            break
+        except CardConnectionException:
+            # The card left its reader after we connected (pcscd had not noticed yet): as an
+            # application would, connect again to whatever card the reader holds now.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     report['waitedMs'] = round((time.monotonic() - started) * 1000)
-    _, sw = transmit(connection, SELECT_PIV)
     report['select'] = f'{sw:04x}'
     padded = pin + b'\xff' * (8 - len(pin))
     _, sw = transmit(connection, [0x00, 0x20, 0x00, 0x80, 0x08] + list(padded))

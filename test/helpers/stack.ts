@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSwtpm, type SwtpmInstance } from './swtpm.js';
 import { startPcscd, type PcscdInstance } from './pcscd.js';
+import { callDaemon } from '../../cli/control_client.js';
 
 /**
  * This file runs from source (tests, through tsx) or compiled into dist/ (`npm run bench`).
@@ -78,13 +79,34 @@ export interface Stack {
   cli(args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv }): Promise<CommandResult>;
   /** Runs any program with the PC/SC environment of this stack. */
   run(program: string, args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<CommandResult>;
-  /** Starts tpmvscd again; extraArgs go after StackOptions.daemonArgs (e.g. ['--owner-auth-file', f]). */
-  startDaemon(extraArgs?: string[]): Promise<void>;
+  /**
+   * Starts tpmvscd again; extraArgs go after StackOptions.daemonArgs (e.g. ['--owner-auth-file', f]).
+   * Resolves once every card is in its reader, unless waitForCards is false (pcscd down, ports taken).
+   */
+  startDaemon(extraArgs?: string[], options?: { waitForCards?: boolean }): Promise<void>;
   /** SIGTERM and wait. */
   stopDaemon(): Promise<void>;
   /** SIGKILL and wait (crash simulation). */
   killDaemon(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/**
+ * "ready:" means the control socket answers, not that pcscd shows the cards yet: vpcd picks up
+ * a new link at its next poll. A client started right after a restart would find the reader
+ * empty, so wait until the daemon reports every card in its reader (vpcd asked its ATR).
+ */
+async function waitForCardsInReaders(socketPath: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await callDaemon({ op: 'status' }, { socketPath });
+    const absent = status.cards.filter((card) => card.link.state !== 'present');
+    if (absent.length === 0) return;
+    if (Date.now() > deadline) {
+      throw new Error(`cards not in their readers ${timeoutMs} ms after the daemon started: ${absent.map((card) => `${card.reader}: ${card.link.state} ${card.link.problem ?? ''}`).join('; ')}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Runs a program to completion, collecting its output; never throws on a non-zero exit. */
@@ -148,7 +170,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   let daemon: ChildProcess | undefined;
   let daemonLog = '';
 
-  const startDaemon = async (extraArgs: string[] = []): Promise<void> => {
+  const startDaemon = async (extraArgs: string[] = [], { waitForCards = true }: { waitForCards?: boolean } = {}): Promise<void> => {
     const [program, ...prefixArgs] = [...(options.daemonPrefix ?? []), process.execPath];
     const child = spawn(
       program!,
@@ -175,6 +197,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       });
     });
     await ready;
+    if (waitForCards) await waitForCardsInReaders(socketPath, 15_000);
   };
 
   const stopDaemon = async (signal: NodeJS.Signals): Promise<void> => {
