@@ -193,6 +193,18 @@ export async function bootId(): Promise<string> {
   return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
 }
 
+/**
+ * When the kernel booted, in seconds since the epoch (/proc/stat "btime"). Unlike boot_id it
+ * reads the same in every mount namespace: systemd-nspawn puts a container's own boot_id over
+ * /proc/sys/kernel/random/boot_id, and a unit with ProtectKernelTunables= (tpmvscd's) sees the
+ * host's again beneath it, so its root ExecStartPre and the daemon read different ids.
+ */
+export async function kernelBootTime(): Promise<number> {
+  const line = /^btime (\d+)$/m.exec(await readFile('/proc/stat', 'utf8'));
+  if (!line) throw new Error('/proc/stat has no btime line');
+  return Number(line[1]);
+}
+
 /** The uid of a user name (or a uid given as digits), through NSS like every other tool. */
 export async function resolveUid(user: string): Promise<number> {
   if (/^\d+$/.test(user)) return Number(user);

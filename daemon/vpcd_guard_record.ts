@@ -6,7 +6,7 @@
  *
  *   <dir>/vpcd-guard-<first>-<last>.json   owner root, mode 0644
  *   {"format":1,"table":"inet tpmvsc_vpcd_470_479","ports":[470,479],"uids":[0,998],
- *    "networkNamespace":"net:[4026531840]","bootId":"..."}
+ *    "networkNamespace":"net:[4026531840]","bootId":"...","bootTime":1796300000}
  *
  * Only root can make a file owned by root, so the daemon's user cannot forge one, and nobody
  * else can write in a directory that only root or the daemon may write to (checked). The record
@@ -19,7 +19,7 @@ import { join } from 'node:path';
 
 import { TpmvscError } from '../common/errors.js';
 import { writeFileAtomic } from './atomic_file.js';
-import { bootId, describeRange, guardTableName, networkNamespaceId, type VpcdPortRange } from './vpcd_guard.js';
+import { bootId, describeRange, guardTableName, kernelBootTime, networkNamespaceId, type VpcdPortRange } from './vpcd_guard.js';
 
 export interface VpcdGuardRecord {
   format: 1;
@@ -28,7 +28,15 @@ export interface VpcdGuardRecord {
   uids: number[];
   networkNamespace: string;
   bootId: string;
+  /** The kernel's boot time (kernelBootTime), for readers that see another boot_id (containers). */
+  bootTime: number;
 }
+
+/**
+ * How far apart two readings of the boot time may be: btime moves when the clock is stepped
+ * (NTP), and a reboot takes longer than this.
+ */
+const BOOT_TIME_TOLERANCE_SECONDS = 2;
 
 const MAX_RECORD_BYTES = 4096;
 
@@ -63,6 +71,7 @@ export async function writeGuardRecord(directory: string, range: VpcdPortRange, 
     uids: [...uids],
     networkNamespace: await networkNamespaceId(),
     bootId: await bootId(),
+    bootTime: await kernelBootTime(),
   };
   const path = guardRecordPath(directory, range);
   // Created anew (O_EXCL) and renamed into place: the daemon's user owns the directory and must
@@ -107,7 +116,13 @@ export async function checkGuardRecord(directory: string, range: VpcdPortRange, 
     throw unguarded(`${path} does not guard ${describeRange(range)}`);
   }
   if (!Array.isArray(record.uids) || !record.uids.includes(uid)) throw unguarded(`${path} does not let uid ${uid} through (guard-vpcd --daemon-user names another user)`);
-  if (record.bootId !== (await bootId())) throw unguarded(`${path} is from an earlier boot`);
+  if (!(await sameBoot(record))) throw unguarded(`${path} is from an earlier boot`);
   if (record.networkNamespace !== (await networkNamespaceId())) throw unguarded(`${path} was written in another network namespace`);
   return record;
+}
+
+/** The same boot id, or (a container's service, which sees the host's id) the same kernel boot time. */
+async function sameBoot(record: VpcdGuardRecord): Promise<boolean> {
+  if (record.bootId === (await bootId())) return true;
+  return typeof record.bootTime === 'number' && Math.abs(record.bootTime - (await kernelBootTime())) <= BOOT_TIME_TOLERANCE_SECONDS;
 }

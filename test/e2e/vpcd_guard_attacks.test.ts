@@ -238,8 +238,17 @@ test('guard-vpcd (the unit\'s root ExecStartPre) lets the daemon start as anothe
   await chown(record, 0, 0);
   await writeFile(record, genuine.replace(/"ports":\[470,471\]/, '"ports":[470,473]'));
   await refusedWith(AS_NOBODY, POOL, /does not guard ports 470-471/);
-  await writeFile(record, genuine.replace(/"bootId":"[^"]+"/, '"bootId":"00000000-0000-0000-0000-000000000000"'));
+  const otherId = (text: string) => text.replace(/"bootId":"[^"]+"/, '"bootId":"00000000-0000-0000-0000-000000000000"');
+  const bootTime = Number(/"bootTime":(\d+)/.exec(genuine)?.[1]);
+  await writeFile(record, otherId(genuine).replace(/"bootTime":\d+/, `"bootTime":${bootTime - 60}`));
   await refusedWith(AS_NOBODY, POOL, /is from an earlier boot/);
+  await writeFile(record, otherId(genuine).replace(/,"bootTime":\d+/, ''));
+  await refusedWith(AS_NOBODY, POOL, /is from an earlier boot/);
+  // A unit with ProtectKernelTunables= inside a container sees the host's boot id beneath the
+  // container's: the same kernel boot time is the same boot.
+  await writeFile(record, otherId(genuine));
+  const sameKernelBoot = await daemonIn(netns, AS_NOBODY, dir, POOL);
+  t.is(sameKernelBoot.code, EXIT.tpm, `another boot id with this boot time is accepted: ${sameKernelBoot.stderr}`);
   await writeFile(record, genuine);
   await chmod(dir, 0o777);
   await refusedWith(AS_NOBODY, POOL, /can be written by group or others/);
