@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The card owner, through pyscard (test/e2e/vpcd_guard_attacks.test.ts): waits for the card in
 READER, logs in with the PIN read from stdin (never from argv) and signs a SHA-256 digest with
-the ECC P-256 key in slot 9A. Prints one JSON object: the VERIFY status word and the signature.
+the ECC P-256 key in slot 9A. Prints one JSON object: the VERIFY status word, the signature and
+how many times it connected (more than once when the card left its reader after a connect).
 
   piv_owner.py READER DIGEST_HEX [WAIT_SECONDS]
 """
@@ -51,6 +52,13 @@ def connect(reader_name, wait_seconds):
             time.sleep(0.1)
 
 
+def release(connection):
+    try:
+        connection.disconnect()
+    except CardConnectionException:
+        pass  # the handle is gone already: nothing left to let go of
+
+
 def main():
     reader_name, digest_hex = sys.argv[1], sys.argv[2]
     wait_seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 20
@@ -58,14 +66,20 @@ def main():
     report = {}
     started = time.monotonic()
     deadline = started + wait_seconds
+    report['connects'] = 0
     while True:
         connection = connect(reader_name, max(deadline - time.monotonic(), 0))
+        report['connects'] += 1
         try:
             _, sw = transmit(connection, SELECT_PIV)
             break
         except CardConnectionException:
             # The card left its reader after we connected (pcscd had not noticed yet): as an
-            # application would, connect again to whatever card the reader holds now.
+            # application would, connect again to whatever card the reader holds now. Let go of
+            # the dead handle FIRST: pyscard disconnects with SCARD_UNPOWER_CARD, and if that
+            # happened (when the garbage collector gets to it) after the new connect, pcscd would
+            # mark the new handle reset and fail its transmit with "Card was reset", every time.
+            release(connection)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

@@ -45,6 +45,8 @@ export interface AttackReport {
 
 export interface OwnerReport {
   waitedMs?: number;
+  /** SCardConnects it took: more than one when the card left its reader after a connect. */
+  connects?: number;
   verify?: string;
   sign?: string;
   signature?: string;

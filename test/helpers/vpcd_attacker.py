@@ -36,10 +36,17 @@ def wait_for_stdin_close():
     stop.set()
 
 
-def read_exact(sock, count):
+def read_exact(sock, count, mid_frame=False):
+    """count bytes. A timeout mid-frame waits on with what arrived: vpcd may send a frame's
+    length and payload apart, and dropping the half read would shift every later frame."""
     data = b''
     while len(data) < count:
-        chunk = sock.recv(count - len(data))
+        try:
+            chunk = sock.recv(count - len(data))
+        except socket.timeout:
+            if (mid_frame or data) and not stop.is_set():
+                continue
+            raise
         if not chunk:
             raise ConnectionError('closed')
         data += chunk
@@ -48,7 +55,7 @@ def read_exact(sock, count):
 
 def read_frame(sock):
     (length,) = struct.unpack('>H', read_exact(sock, 2))
-    return read_exact(sock, length)
+    return read_exact(sock, length, mid_frame=True)
 
 
 def send_frame(sock, payload):
