@@ -106,7 +106,7 @@ test.serial('a card whose connection vpcd does not serve shows "connected, not s
   t.teardown(() => squatter.leave());
   await squatter.served;
   const logStart = stack.daemonLog().length;
-  await stack.startDaemon();
+  await stack.startDaemon([], { waitForCards: false });
 
   const unserved = await waitFor(async () => {
     const card = await cardStatus(stack);
