@@ -91,6 +91,9 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
+/** How long one 'status' request may take (it reads each card's retry counters from the TPM). */
+const STATUS_ANSWER_MS = 10_000;
+
 /**
  * "ready:" means the control socket answers, not that pcscd shows the cards yet: vpcd picks up
  * a new link at its next poll. A client started right after a restart would find the reader
@@ -99,9 +102,9 @@ export interface Stack {
 async function waitForCardsInReaders(socketPath: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    // The request itself is bounded too: a daemon that accepts and never answers must not hang the test.
-    const status = await callDaemon({ op: 'status' }, { socketPath, signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) }).catch((error: unknown) => {
-      if (error instanceof RequestAborted) throw new Error(`tpmvscd did not answer 'status' within ${timeoutMs} ms of its start (waiting for its cards to be in their readers)`);
+    // Each request is bounded too: a daemon that accepts and never answers must not hang the test.
+    const status = await callDaemon({ op: 'status' }, { socketPath, signal: AbortSignal.timeout(STATUS_ANSWER_MS) }).catch((error: unknown) => {
+      if (error instanceof RequestAborted) throw new Error(`tpmvscd did not answer 'status' within ${STATUS_ANSWER_MS} ms (waiting for its cards to be in their readers after a start)`);
       throw error;
     });
     const absent = status.cards.filter((card) => card.link.state !== 'present');
