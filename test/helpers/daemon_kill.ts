@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Stack } from './stack.js';
 import { connectPivCard, type CardAnswer, type PivCard } from './piv_card.js';
-import type { WinscardApp, WinscardConnection } from './winscard.js';
+import { WinscardTimeout, type WinscardApp, type WinscardConnection } from './winscard.js';
 
 export type KillOutcome = { kind: 'answer'; answer: CardAnswer } | { kind: 'error'; message: string };
 
@@ -43,17 +43,40 @@ export async function timedSend(card: PivCard, apdu: Buffer): Promise<{ answer: 
   return { answer, ms: performance.now() - start };
 }
 
-/** Sends `apdu`, kills the daemon `delayMs` later, restarts it and reconnects. */
+/** The daemon's last log lines, for a failure message. */
+function logTail(stack: Stack, lines = 25): string {
+  return stack.daemonLog().trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+/** Runs one step of a kill round; a failure names the step and shows the daemon's last log lines. */
+async function step<T>(stack: Stack, what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw new Error(`${what}: ${(error as Error).message}\n--- tpmvscd's last log lines:\n${logTail(stack)}`, { cause: error });
+  }
+}
+
+/**
+ * Sends `apdu`, kills the daemon `delayMs` later, restarts it and reconnects. A PC/SC error is
+ * the command's outcome (the card left mid-command); a call that never returns is not: it fails
+ * the round (WinscardTimeout), as does a restart or reconnection that does not come back.
+ */
 export async function sendThenKill(stack: Stack, target: ReconnectingCard, apdu: Buffer, delayMs: number): Promise<KillOutcome> {
   const sent = target.card.send(apdu).then(
     (answer): KillOutcome => ({ kind: 'answer', answer }),
-    (error: Error): KillOutcome => ({ kind: 'error', message: error.message }),
+    (error: Error): KillOutcome => {
+      if (error instanceof WinscardTimeout) throw error;
+      return { kind: 'error', message: error.message };
+    },
   );
+  // Awaited below; marked handled now so a failure during the kill is not reported as unhandled.
+  sent.catch(() => undefined);
   await sleep(delayMs);
   await stack.killDaemon();
-  const outcome = await sent;
-  await stack.startDaemon();
-  await target.reconnect();
+  const outcome = await step(stack, `the command in flight when tpmvscd was killed ${delayMs} ms after it was sent`, () => sent);
+  await step(stack, 'tpmvscd started again after kill -9', () => stack.startDaemon());
+  await step(stack, 'the client connected again after the restart', () => target.reconnect());
   return outcome;
 }
 

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSwtpm, type SwtpmInstance } from './swtpm.js';
 import { startPcscd, type PcscdInstance } from './pcscd.js';
-import { callDaemon } from '../../cli/control_client.js';
+import { callDaemon, RequestAborted } from '../../cli/control_client.js';
 
 /**
  * This file runs from source (tests, through tsx) or compiled into dist/ (`npm run bench`).
@@ -91,6 +91,9 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
+/** How long one 'status' request may take (it reads each card's retry counters from the TPM). */
+const STATUS_ANSWER_MS = 10_000;
+
 /**
  * "ready:" means the control socket answers, not that pcscd shows the cards yet: vpcd picks up
  * a new link at its next poll. A client started right after a restart would find the reader
@@ -99,7 +102,11 @@ export interface Stack {
 async function waitForCardsInReaders(socketPath: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const status = await callDaemon({ op: 'status' }, { socketPath });
+    // Each request is bounded too: a daemon that accepts and never answers must not hang the test.
+    const status = await callDaemon({ op: 'status' }, { socketPath, signal: AbortSignal.timeout(STATUS_ANSWER_MS) }).catch((error: unknown) => {
+      if (error instanceof RequestAborted) throw new Error(`tpmvscd did not answer 'status' within ${STATUS_ANSWER_MS} ms (waiting for its cards to be in their readers after a start)`);
+      throw error;
+    });
     const absent = status.cards.filter((card) => card.link.state !== 'present');
     if (absent.length === 0) return;
     if (Date.now() > deadline) {
@@ -137,9 +144,16 @@ export function runProgram(
   });
 }
 
-function waitExit(child: ChildProcess): Promise<void> {
+/** Resolves when the child has exited; fails after `timeoutMs`, naming what was awaited. */
+function waitExit(child: ChildProcess, what: string, timeoutMs = 30_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} (PID ${child.pid}) did not exit within ${timeoutMs} ms`)), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -204,7 +218,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const child = daemon;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     child.kill(signal);
-    await waitExit(child);
+    await waitExit(child, `tpmvscd after ${signal}`);
   };
 
   try {

@@ -84,18 +84,44 @@ function load(): Library {
   return library;
 }
 
+/**
+ * How long one PC/SC call may take. pcsc-lite has no timeout of its own: a card that never
+ * answers vpcd blocks the driver, the reader and every call queued behind it for ever, so a
+ * test would hang until ava's global timeout without saying where.
+ */
+export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
+
+/** A PC/SC call that did not return in time (it is still blocked on its worker thread). */
+export class WinscardTimeout extends Error {
+  constructor(
+    readonly call: string,
+    readonly timeoutMs: number,
+    reader?: string,
+  ) {
+    super(`${call}${reader === undefined ? '' : ` on "${reader}"`} did not return within ${timeoutMs} ms: pcscd never answered (the card in the reader, or pcscd itself, is stuck)`);
+  }
+}
+
+/** Where a call goes and how long it may take, for WinscardTimeout's message. */
+interface CallBound {
+  timeoutMs: number;
+  reader?: string;
+}
+
 /** Runs one library call on a worker thread; resolves with its LONG result as an unsigned code. */
-function call(fn: AsyncCall, ...args: unknown[]): Promise<number> {
+function call(name: string, bound: CallBound, fn: AsyncCall, ...args: unknown[]): Promise<number> {
   return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new WinscardTimeout(name, bound.timeoutMs, bound.reader)), bound.timeoutMs);
     fn(...args, (error: unknown, result: number | bigint) => {
+      clearTimeout(timer);
       if (error) reject(error instanceof Error ? error : new Error(String(error)));
       else resolve(Number(BigInt.asUintN(32, BigInt(result))));
     });
   });
 }
 
-async function check(name: string, fn: AsyncCall, ...args: unknown[]): Promise<void> {
-  const code = await call(fn, ...args);
+async function check(name: string, bound: CallBound, fn: AsyncCall, ...args: unknown[]): Promise<void> {
+  const code = await call(name, bound, fn, ...args);
   if (code !== SCARD.S_SUCCESS) throw new WinscardError(name, code);
 }
 
@@ -129,17 +155,22 @@ export interface WinscardApp {
   close(): Promise<void>;
 }
 
-/** A new PC/SC context: one "application". */
-export async function openWinscardApp(): Promise<WinscardApp> {
+/**
+ * A new PC/SC context: one "application". Every call fails with WinscardTimeout after
+ * `callTimeoutMs` (default DEFAULT_CALL_TIMEOUT_MS).
+ */
+export async function openWinscardApp(options: { callTimeoutMs?: number } = {}): Promise<WinscardApp> {
   const lib = load();
+  const contextBound: CallBound = { timeoutMs: options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS };
   const contextOut: Handle[] = [0];
-  await check('SCardEstablishContext', lib.establishContext, SCARD_SCOPE_SYSTEM, null, null, contextOut);
+  await check('SCardEstablishContext', contextBound, lib.establishContext, SCARD_SCOPE_SYSTEM, null, null, contextOut);
   const context = contextOut[0]!;
   return {
     async connect(reader) {
+      const bound: CallBound = { ...contextBound, reader };
       const cardOut: Handle[] = [0];
       const protocolOut: number[] = [0];
-      await check('SCardConnect', lib.connect, context, reader, SCARD_SHARE_SHARED, SCARD_PROTOCOL_ANY, cardOut, protocolOut);
+      await check('SCardConnect', bound, lib.connect, context, reader, SCARD_SHARE_SHARED, SCARD_PROTOCOL_ANY, cardOut, protocolOut);
       const card = cardOut[0]!;
       let protocol = Number(protocolOut[0]);
       return {
@@ -149,7 +180,7 @@ export async function openWinscardApp(): Promise<WinscardApp> {
         async transmit(apdu, maxResponseLength = 65538) {
           const response = Buffer.alloc(maxResponseLength);
           const length: number[] = [maxResponseLength];
-          await check('SCardTransmit', lib.transmit, card, ioRequest(protocol), Buffer.from(apdu), apdu.length, null, response, length);
+          await check('SCardTransmit', bound, lib.transmit, card, ioRequest(protocol), Buffer.from(apdu), apdu.length, null, response, length);
           return response.subarray(0, Number(length[0]));
         },
         async status() {
@@ -159,19 +190,19 @@ export async function openWinscardApp(): Promise<WinscardApp> {
           const state = [0];
           const protocolOut = [0];
           const atrLength = [atr.length];
-          await check('SCardStatus', lib.status, card, names, namesLength, state, protocolOut, atr, atrLength);
+          await check('SCardStatus', bound, lib.status, card, names, namesLength, state, protocolOut, atr, atrLength);
           return { state: Number(state[0]), atr: atr.subarray(0, Number(atrLength[0])) };
         },
-        disconnect: (disposition = 'leave') => check('SCardDisconnect', lib.disconnect, card, DISPOSITION[disposition]),
-        beginTransaction: () => check('SCardBeginTransaction', lib.beginTransaction, card),
-        endTransaction: (disposition = 'leave') => check('SCardEndTransaction', lib.endTransaction, card, DISPOSITION[disposition]),
+        disconnect: (disposition = 'leave') => check('SCardDisconnect', bound, lib.disconnect, card, DISPOSITION[disposition]),
+        beginTransaction: () => check('SCardBeginTransaction', bound, lib.beginTransaction, card),
+        endTransaction: (disposition = 'leave') => check('SCardEndTransaction', bound, lib.endTransaction, card, DISPOSITION[disposition]),
         async reconnect(initialization) {
           const out: number[] = [0];
-          await check('SCardReconnect', lib.reconnect, card, SCARD_SHARE_SHARED, SCARD_PROTOCOL_ANY, DISPOSITION[initialization], out);
+          await check('SCardReconnect', bound, lib.reconnect, card, SCARD_SHARE_SHARED, SCARD_PROTOCOL_ANY, DISPOSITION[initialization], out);
           protocol = Number(out[0]);
         },
       };
     },
-    close: () => check('SCardReleaseContext', lib.releaseContext, context),
+    close: () => check('SCardReleaseContext', contextBound, lib.releaseContext, context),
   };
 }

@@ -106,6 +106,7 @@ test.serial('a card whose connection vpcd does not serve shows "connected, not s
   t.teardown(() => squatter.leave());
   await squatter.served;
   const logStart = stack.daemonLog().length;
+  // The squatter holds the reader: the card cannot be in it, so do not wait for that.
   await stack.startDaemon([], { waitForCards: false });
 
   const unserved = await waitFor(async () => {
