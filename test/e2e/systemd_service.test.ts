@@ -177,7 +177,8 @@ serviceTest(`install.sh, tpmvscd and pcscd under a real systemd in a container${
     phases.push(`${name} ${((Date.now() - mark) / 1000).toFixed(1)} s`);
     mark = Date.now();
   };
-  const c = await bootContainer();
+  // The checkout (install.sh, dist/, node_modules) wherever it is, e.g. a CI clone under /tmp.
+  const c = await bootContainer({ bindReadOnly: [REPO] });
   t.teardown(() => c.stop());
   phase('boot');
 

@@ -140,9 +140,10 @@ async function findLeader(nspawnPid: number, timeoutMs: number): Promise<number>
 
 /**
  * Boots systemd in a new container and waits until its boot is finished. `unit` is the target
- * it boots (default basic.target: sockets and timers but not this machine's own services).
+ * it boots (default basic.target: sockets and timers but not this machine's own services);
+ * `bindReadOnly`: host directories the container sees read-only at the same path.
  */
-export async function bootContainer(options: { unit?: string; bootTimeoutMs?: number } = {}): Promise<BootedContainer> {
+export async function bootContainer(options: { unit?: string; bootTimeoutMs?: number; bindReadOnly?: string[] } = {}): Promise<BootedContainer> {
   const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
   const places = await cgroupPlaces();
   const name = `tpmvsc-container-${process.pid}-${Date.now().toString(36)}`;
@@ -154,6 +155,9 @@ export async function bootContainer(options: { unit?: string; bootTimeoutMs?: nu
   const nspawnArgs = [
     '--quiet', `--directory=${scratch}/root`, '--boot', '--private-network', '--keep-unit', '--register=no',
     '--link-journal=no', '--capability=CAP_BPF', '--system-call-filter=bpf', '--console=read-only',
+    // The overlay shows the root file system only: a directory on another mount (a checkout in
+    // /tmp, on a tmpfs) is bound in at the same path.
+    ...(options.bindReadOnly ?? []).map((path) => `--bind-ro=${path}`),
     '--', `systemd.unit=${options.unit ?? 'basic.target'}`,
   ];
   const child = spawn('unshare', [
