@@ -15,8 +15,9 @@
  * 4. tpmvscmgr creates a card; ykman puts a key and a certificate in 9A; pkcs11-tool logs in
  *    and signs; openssl verifies the signature.
  * 5. systemctl restart tpmvscd, then pcscd: the card comes back each time.
- * 6. pcscd with our drop-in takes vpcd connections on loopback only (as nobody: a reader port
- *    on the container's non-loopback address stays shut, on 127.0.0.1 it answers).
+ * 6. pcscd with our drop-in takes vpcd connections on loopback only (as root, whom the vpcd
+ *    guard lets through: a reader port on the container's non-loopback address stays shut, on
+ *    127.0.0.1 it answers), and the guard the unit's ExecStartPre installed refuses uid nobody.
  * 7. 61 s without any PC/SC client (Debian's pcscd --auto-exit quits after 60 s), during which
  *    `systemd-analyze security` for tpmvscd and pcscd is printed: pcscd is still the same
  *    process and a one-shot pkcs11-tool login + signature finds the card.
