@@ -22,6 +22,13 @@ const SELECT_ANSWER =
   ' ac18 800103 800108 80010a 80010c 800107 800111 800114 060100 9000';
 const DISCOVERY = '7e124f0ba0000003080000100001005f2f024000';
 const PIN_8 = '3132333435363738';
+const WRONG_8 = '3131313131313131';
+
+/** Five wrong PINs (VERIFY) or PUKs (RESET RETRY COUNTER): 63C4 down to 63C1, then 6983. */
+function fiveWrong(code: 'PIN' | 'PUK'): Row[] {
+  const command = code === 'PIN' ? `0020008008${WRONG_8}` : `002c008010${WRONG_8}${PIN_8}`;
+  return Array.from({ length: 5 }, (_, i) => ({ rule: `wrong ${code} ${i + 1}`, command, expect: i === 4 ? '6983' : `63c${4 - i}` }));
+}
 
 const TABLES: Array<{ title: string; card?: TestCardOptions; rows: Row[] }> = [
   {
@@ -202,8 +209,8 @@ const TABLES: Array<{ title: string; card?: TestCardOptions; rows: Row[] }> = [
     rows: [
       { rule: 'RESET without 9B, nothing blocked -> 6982', command: '00fb0000', expect: '6982' },
       { rule: 'a key to lose', command: '0047009a05ac03800111', expect: '7f4943864104{64}9000', auth: true },
-      ...Array.from({ length: 5 }, (_, i) => ({ rule: `wrong PIN ${i + 1}`, command: '00200080083131313131313131', expect: i === 4 ? '6983' : `63c${4 - i}` })),
-      ...Array.from({ length: 5 }, (_, i) => ({ rule: `wrong PUK ${i + 1}`, command: '002c0080103131313131313131' + PIN_8, expect: i === 4 ? '6983' : `63c${4 - i}` })),
+      ...fiveWrong('PIN'),
+      ...fiveWrong('PUK'),
       { rule: 'RESET after a power cycle (9B lost), PIN and PUK blocked -> 6982', command: '00fb0000', expect: '6982', powerCycle: true },
       { rule: 'the key is still there', command: '00f7009a', expect: '010111020202010301010443864104{64}9000' },
       { rule: 'a failed 9B authentication leaves 9B unauthenticated', command: '0087039b167c14800800000000000000008108a0a1a2a3a4a5a6a7', expect: '6982' },
@@ -220,7 +227,7 @@ const TABLES: Array<{ title: string; card?: TestCardOptions; rows: Row[] }> = [
     title: 'RESET on a card without a PUK: 9B and a blocked PIN',
     card: { puk: null },
     rows: [
-      ...Array.from({ length: 5 }, (_, i) => ({ rule: `wrong PIN ${i + 1}`, command: '00200080083131313131313131', expect: i === 4 ? '6983' : `63c${4 - i}` })),
+      ...fiveWrong('PIN'),
       { rule: 'RESET without 9B -> 6982', command: '00fb0000', expect: '6982' },
       { rule: 'RESET after 9B -> 9000', command: '00fb0000', expect: '9000', auth: true },
       { rule: 'PUK metadata still absent -> 6A88', command: '00f70081', expect: '6a88' },
