@@ -102,10 +102,15 @@ function maskCommand(command: Uint8Array, visible: number): string {
  * If the lengths do not add up, everything after the header is redacted.
  */
 export function redactCommand(command: Uint8Array): string {
-  if (command.length <= 5) return hex(command);
+  return maskCommand(command, commandVisibility(command));
+}
+
+/** visibleData of a whole command: Infinity when nothing is secret (also without a data field). */
+function commandVisibility(command: Uint8Array): number {
+  if (command.length <= 5) return Infinity;
   const field = dataField(command);
   const data = field ? command.subarray(field.start, field.start + field.length) : new Uint8Array(0);
-  return maskCommand(command, visibleData(command, data));
+  return visibleData(command, data);
 }
 
 /** True for a GET DATA asking for a PIN-protected object: its answer is secret. */
@@ -174,9 +179,12 @@ export function apduTraceFromEnvironment(environment: NodeJS.ProcessEnv = proces
   const putChains = new Map<string, boolean>();
   const redactedCommand = (readerName: string, command: Uint8Array): string => {
     const continued = command[1] === PUT_DATA ? putChains.get(readerName) : undefined;
-    const text = continued === true ? maskCommand(command, 0) : continued === false ? hex(command) : redactCommand(command);
+    // Secret is decided by the rule, not by whether this part happened to show masked bytes: a
+    // first part holding the tag list alone masks nothing, and its later parts carry the value.
+    const visible = continued === undefined ? commandVisibility(command) : continued ? 0 : Infinity;
+    const text = maskCommand(command, visible);
     if (command[1] === PUT_DATA && command.length > 4 && (command[0]! & CLA_CHAIN) !== 0) {
-      putChains.set(readerName, continued ?? text !== hex(command));
+      putChains.set(readerName, visible !== Infinity);
     } else {
       putChains.delete(readerName);
     }

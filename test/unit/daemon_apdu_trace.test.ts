@@ -121,6 +121,15 @@ test('a chained PUT DATA of a PIN-protected object is masked in every part; a ce
   t.false((await readFile(file, 'utf8')).includes('c0ffee'));
 });
 
+test('a chained PUT DATA whose first part holds the tag list of a PIN-protected object alone masks the parts after it', async (t) => {
+  const { trace, file } = await traceInTempDir(t);
+  const timing = { at: performance.now(), took: 0 };
+  await trace.record('R', bytes('10 db 3f ff 05 5c035fc109'), bytes('9000'), timing);
+  await trace.record('R', bytes('00 db 3f ff 06 5304c0ffee01'), bytes('9000'), timing);
+  const commands = (await readFile(file, 'utf8')).trim().split('\n').map((line) => (JSON.parse(line) as { command: string }).command);
+  t.deepEqual(commands, ['10db3fff055c035fc109', '00db3fff06' + 'xx'.repeat(6)]);
+});
+
 test('GET DATA answers of PIN-protected objects (and their GET RESPONSE parts) keep only 53 and the status word', async (t) => {
   const { trace, file } = await traceInTempDir(t);
   const timing = { at: performance.now(), took: 0 };
