@@ -19,7 +19,7 @@ import type { CertificateRequest, CertificateResponse, ChallengeRequest, Challen
 import { CaRefusal } from './ca_error.js';
 import { caSigner, type CaIdentity } from './ca_identity.js';
 import { checkEkCertificate, ekKeyFingerprint, type EkTrustStore } from './ek_trust.js';
-import { EnrolmentLimits } from './enrolment_limits.js';
+import { EnrolmentLimits, type PendingChallenges } from './enrolment_limits.js';
 
 export interface CaServiceOptions {
   identity: CaIdentity;
@@ -114,8 +114,7 @@ export class CaService {
     const ekFingerprint = ekKeyFingerprint(ekCertificate);
     note.client = clientOf(ekFingerprint);
     this.expire(now);
-    const all = [...this.challenges.values()];
-    this.limits.admit(note.client, now, { own: all.filter((c) => c.ekFingerprint === ekFingerprint).map((c) => c.expiresAt), all: all.map((c) => c.expiresAt) });
+    this.limits.admit(note.client, now, this.pendingFor(ekFingerprint));
 
     const credential = new Uint8Array(randomBytes(32));
     const made = makeCredential(ekPublic, objectName(aikPublic), credential);
@@ -173,5 +172,19 @@ export class CaService {
 
   private expire(now: number): void {
     for (const [id, challenge] of this.challenges) if (now > challenge.expiresAt) this.challenges.delete(id);
+  }
+
+  /** One pass over the pending challenges (no copies: the caps may be in the millions). */
+  private pendingFor(ekFingerprint: string): PendingChallenges {
+    const own = { count: 0, earliestExpiry: Infinity };
+    const all = { count: 0, earliestExpiry: Infinity };
+    for (const challenge of this.challenges.values()) {
+      all.count++;
+      all.earliestExpiry = Math.min(all.earliestExpiry, challenge.expiresAt);
+      if (challenge.ekFingerprint !== ekFingerprint) continue;
+      own.count++;
+      own.earliestExpiry = Math.min(own.earliestExpiry, challenge.expiresAt);
+    }
+    return { own, all };
   }
 }

@@ -43,6 +43,18 @@ const MAX_BUCKETS = 100_000;
 
 const seconds = (ms: number): number => Math.max(1, Math.ceil(ms / 1000));
 
+/** How many challenges are pending and when the first of them expires (Infinity when none). */
+export interface PendingCount {
+  count: number;
+  earliestExpiry: number;
+}
+
+/** The pending challenges of the client asking, and of everyone. */
+export interface PendingChallenges {
+  own: PendingCount;
+  all: PendingCount;
+}
+
 export class EnrolmentLimits {
   private readonly buckets = new Map<string, Bucket>();
 
@@ -53,13 +65,13 @@ export class EnrolmentLimits {
    * (its own and everyone's); refuses with 429 (this client) or 503 (the CA is full) and a
    * Retry-After. Takes a token only when it admits.
    */
-  admit(client: string, now: number, pending: { own: number[]; all: number[] }): void {
+  admit(client: string, now: number, pending: PendingChallenges): void {
     const { perMinute, pendingPerClient, maxPending } = this.settings;
-    if (pending.own.length >= pendingPerClient) {
-      throw new CaRefusal(429, `this EK has ${pending.own.length} unanswered challenges: answer one or retry later`, seconds(Math.min(...pending.own) - now));
+    if (pending.own.count >= pendingPerClient) {
+      throw new CaRefusal(429, `this EK has ${pending.own.count} unanswered challenges: answer one or retry later`, seconds(pending.own.earliestExpiry - now));
     }
-    if (pending.all.length >= maxPending) {
-      throw new CaRefusal(503, `the CA holds ${pending.all.length} unanswered challenges: retry later`, seconds(Math.min(...pending.all) - now));
+    if (pending.all.count >= maxPending) {
+      throw new CaRefusal(503, `the CA holds ${pending.all.count} unanswered challenges: retry later`, seconds(pending.all.earliestExpiry - now));
     }
     const bucket = this.refilled(client, now);
     if (bucket.tokens < 1) {
