@@ -240,7 +240,7 @@ export function parseVpcdAddress(text: string, source: string): VpcdAddress {
   return parseLoopbackAddress(text, source, { example: `127.0.0.1:${DEFAULTS.vpcdPort}`, why: 'vpcd must not be reachable from the network' });
 }
 
-function parseReaders(text: string, source: string): number {
+export function parseReaders(text: string, source: string): number {
   if (!/^\d{1,2}$/.test(text.trim()) || Number(text) < 1 || Number(text) > MAX_READERS) {
     throw usage(`${source} must be a number of readers from 1 to ${MAX_READERS}`);
   }
@@ -359,7 +359,7 @@ function parseWholeNumber(setting: { value: string; source: string } | undefined
 }
 
 /** A switch, or its variable: 1/yes/true or 0/no/false. */
-function parseYesNo(setting: { value: string; source: string } | undefined): boolean {
+export function parseYesNo(setting: { value: string; source: string } | undefined): boolean {
   if (setting === undefined) return false;
   const value = setting.value.trim().toLowerCase();
   if (value === '1' || value === 'yes' || value === 'true') return true;

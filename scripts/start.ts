@@ -32,6 +32,7 @@ import { START_READERS, startDirectory } from '../common/start_directory.js';
 import type { CardSummary } from '../common/control_protocol.js';
 import { openPcsc } from '../common/pcsc_client.js';
 import { wellKnownSecretWarnings } from '../cli/well_known_secret_warnings.js';
+import { parseReaders, parseVpcdAddress, parseYesNo } from '../daemon/config.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PCSCD_SOCKET = '/run/pcscd/pcscd.comm';
@@ -278,7 +279,9 @@ async function waitForCardInReader(reader: string, timeoutMs: number): Promise<v
 async function main(): Promise<void> {
   // The daemon refuses to bring cards up on unguarded reader ports, and only root can guard them:
   // say so before starting anything.
-  const allowUnprotected = /^(1|yes|true)$/i.test(process.env.TPMVSC_ALLOW_UNPROTECTED_VPCD ?? '');
+  // The daemon's own parsers: npm start reads its variables exactly as tpmvscd does.
+  const allowText = process.env.TPMVSC_ALLOW_UNPROTECTED_VPCD;
+  const allowUnprotected = parseYesNo(allowText ? { value: allowText, source: 'TPMVSC_ALLOW_UNPROTECTED_VPCD' } : undefined);
   if (process.getuid?.() !== 0 && !allowUnprotected) {
     throw new Error('only root can guard the vpcd reader ports against other local users (README, "Who can reach a card"): ' +
       'run `sudo npm start`, or set TPMVSC_ALLOW_UNPROTECTED_VPCD=1 if you keep them off those ports another way');
@@ -321,8 +324,9 @@ async function main(): Promise<void> {
       }
       // TPMVSC_VPCD (host:port, as for tpmvscd) moves the readers off the default ports (470...);
       // TPMVSC_READERS (as for tpmvscd) sets how many.
-      const port = Number(/:(\d+)$/.exec(process.env.TPMVSC_VPCD ?? '')?.[1] ?? DEFAULT_BASE_PORT);
-      const count = Number(process.env.TPMVSC_READERS || START_READERS);
+      const { TPMVSC_VPCD: vpcd, TPMVSC_READERS: readerCount } = process.env;
+      const port = vpcd ? parseVpcdAddress(vpcd, 'TPMVSC_VPCD').port : DEFAULT_BASE_PORT;
+      const count = readerCount ? parseReaders(readerCount, 'TPMVSC_READERS') : START_READERS;
       readers = { basePort: port, count, friendlyName: DEFAULT_FRIENDLY_NAME, naming: 'numbered' };
     }
 
