@@ -36,9 +36,6 @@ export const PIN_LIFETIME_MAX_SECONDS = 86_400;
  */
 export const DEFAULT_PIN_LIFETIME: PinLifetime = { seconds: 30, once: false };
 
-/** What real cards do: verified until power off, reset or logout. */
-export const UNLIMITED_PIN_LIFETIME: PinLifetime = { seconds: null, once: false };
-
 /** Parses `<seconds>|unlimited [once]`; `source` names the option in the error (e.g. "/pinlifetime"). */
 export function parsePinLifetime(words: readonly string[], source: string): PinLifetime {
   const fix = `${source} takes a number of seconds from 1 to ${PIN_LIFETIME_MAX_SECONDS} or UNLIMITED, then optionally ONCE`;

@@ -79,9 +79,7 @@ export type DisconnectReason = 'peer_closed' | 'socket_error' | 'protocol_error'
 export interface VpcdLinkEvents {
   /** A TCP connection to the driver's port is open (not yet proof of anything). */
   connected: [];
-  /** vpcd asked the ATR over this connection: the card is in its reader. */
-  served: [];
-  /** The connection ended: the card is absent until the next `served`. */
+  /** The connection ended: the card is absent until vpcd serves a link again (state 'present'). */
   disconnected: [reason: DisconnectReason, detail: string];
   /**
    * The driver powered the card on (or reset it) and the link has answered the GET ATR that
@@ -288,7 +286,6 @@ export class VpcdLink extends EventEmitter<VpcdLinkEvents> {
     this.nextDelayMs = this.backoff.initialMs;
     this.unservedReported = false;
     this.publish('served');
-    this.emit('served');
   }
 
   /** A reason a person can act on. */
