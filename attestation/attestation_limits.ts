@@ -43,10 +43,10 @@
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID, OID_KP_AIK_CERTIFICATE, OID_KP_SLOT_ATTESTATION } from './oids.js';
+import { arrayBuffer } from './asn1_bytes.js';
 import type { CertificateExtension } from './certificate_builder.js';
 
 // A copy: a Buffer's .buffer may be a shared pool much larger than the Buffer.
-const arrayBuffer = (bytes: Uint8Array): ArrayBuffer => new Uint8Array(bytes).buffer as ArrayBuffer;
 
 /** pathLenConstraint of the CA root (it issues AIK certificates) and of an AIK certificate. */
 export const ROOT_PATH_LENGTH = 1;

@@ -8,6 +8,7 @@ import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from './oids.js';
+import { arrayBuffer } from './asn1_bytes.js';
 import { attestationCaExtensions, slotCertificateExtensions } from './attestation_limits.js';
 
 export interface CertificateExtension {
@@ -39,7 +40,6 @@ export interface CertificateSpec {
 export type TbsSigner = (tbs: Uint8Array) => Promise<Uint8Array>;
 
 // A copy: a Buffer's .buffer may be a shared pool much larger than the Buffer.
-const arrayBuffer = (bytes: Uint8Array): ArrayBuffer => new Uint8Array(bytes).buffer as ArrayBuffer;
 
 function name(commonName: string): pkijs.RelativeDistinguishedNames {
   return new pkijs.RelativeDistinguishedNames({

@@ -27,6 +27,7 @@ import { createHash, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { TPM_ALG, Reader, marshalPublic, readPublic, type TpmPublic } from '../tpm/index.js';
 import { AttestationError } from './attestation_error.js';
+import { arrayBuffer } from './asn1_bytes.js';
 import { PIN_POLICY_BYTE, pinPolicyFromByte, type SlotPinPolicy } from '../applet/key_slots.js';
 
 /** The slot's policies as the card applies them (version 2 evidence). */
@@ -47,7 +48,6 @@ export interface KeyEvidence {
 }
 
 // A copy: a Buffer's .buffer may be a shared pool much larger than the Buffer.
-const arrayBuffer = (bytes: Uint8Array): ArrayBuffer => new Uint8Array(bytes).buffer as ArrayBuffer;
 
 /** DER INTEGER of a non-negative safe integer (asn1js's own number path is unreliable above 2^23). */
 function unsignedInteger(value: number): asn1js.Integer {
