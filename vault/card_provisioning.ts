@@ -45,6 +45,12 @@ export function nvAuthFrom(kFree: Uint8Array): Uint8Array {
 }
 
 /** Creates the card parent under the SRK and makes it persistent; its private blob is dropped. */
+/** Whether `value` is the card's default PIN or PUK (the vault options', else 12345678). */
+export function isDefaultSecret(options: Pick<TpmVaultOptions, 'defaultPin' | 'defaultPuk'>, purpose: SecretPurpose, value: Uint8Array): boolean {
+  const reference = purpose === 'pin' ? options.defaultPin ?? encoder.encode(DEFAULT_PIN) : options.defaultPuk ?? encoder.encode(DEFAULT_PUK);
+  return secretsEqual(value, reference);
+}
+
 export async function createCardParent(tpm: Tpm, objects: LoadedObjects, options: TpmVaultOptions): Promise<TpmEntity> {
   const srk = await tpm.storageRoot();
   const blob = await objects.withRoom(() => tpm.create(srk, cardParentTemplate(), {}, { session: 'salted' }));
@@ -89,18 +95,14 @@ export async function provision(
     const wrapPoint = publicKeyOf('eccp256', wrapKey.publicArea);
     if (!('point' in wrapPoint)) throw new VaultError('TPM', 'wrap key is not an EC key');
     const adminBlob = puk ? undefined : await seal(kUser, new Uint8Array(0), false);
-    const defaults = {
-      pin: options.defaultPin ?? encoder.encode(DEFAULT_PIN),
-      puk: options.defaultPuk ?? encoder.encode(DEFAULT_PUK),
-    };
     const initial: RetryCounters = {
       pinTotal: tries.pinTries,
       pinRemaining: tries.pinTries,
-      pinIsDefault: secretsEqual(pin, defaults.pin),
+      pinIsDefault: isDefaultSecret(options, 'pin', pin),
       hasPuk: puk !== undefined,
       pukTotal: tries.pukTries,
       pukRemaining: tries.pukTries,
-      pukIsDefault: puk !== undefined && secretsEqual(puk, defaults.puk),
+      pukIsDefault: puk !== undefined && isDefaultSecret(options, 'puk', puk),
       pinGeneration: FIRST_GENERATION,
       pukGeneration: FIRST_GENERATION,
       managementGeneration: FIRST_GENERATION,

@@ -33,7 +33,6 @@ import type {
   ManagementKey,
   RetryStatus,
 } from '../applet/key_vault.js';
-import { DEFAULT_PIN, DEFAULT_PUK } from '../common/pin_rules.js';
 import { normaliseHash, ecdsaSignatureDer } from './ecdsa_encoding.js';
 import { aikTemplate, CERTIFY_POLICY_DIGEST, type AttestationKeyPublic, type EndorsementKeySource, type KeyCertification } from './attestation_key.js';
 import { activateWithLoadedAik, certifyWithLoadedAik, signWithLoadedAik } from './attestation_operations.js';
@@ -44,6 +43,7 @@ import {
   createCardParent,
   DEFAULT_TRIES,
   evictQuietly,
+  isDefaultSecret,
   SECRET_BYTES,
   nvAuthFrom,
   provision,
@@ -104,8 +104,6 @@ const GENERATION_FIELDS = {
   management: { live: 'managementKey', next: 'managementKeyNext', generation: 'managementKeyGeneration', nv: 'managementGeneration' },
 } as const;
 const GENERATION_PURPOSES: readonly GenerationPurpose[] = ['pin', 'puk', 'management'];
-
-const encoder = new TextEncoder();
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
@@ -751,8 +749,7 @@ export class TpmVault implements KeyVault {
   }
 
   private isDefault(purpose: SecretPurpose, value: Uint8Array): boolean {
-    const reference = purpose === 'pin' ? this.options.defaultPin ?? encoder.encode(DEFAULT_PIN) : this.options.defaultPuk ?? encoder.encode(DEFAULT_PUK);
-    return secretsEqual(value, reference);
+    return isDefaultSecret(this.options, purpose, value);
   }
 
   private setUnlocked(kUser: Uint8Array): void {
