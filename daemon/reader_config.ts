@@ -54,6 +54,11 @@ export const DEFAULT_READER_COUNT = 10;
 export const MAX_READER_COUNT = 16;
 /** Slots per vpcd driver instance (one reader.conf block). */
 export const SLOTS_PER_BLOCK = 2;
+
+/** vpcd opens readers in blocks: a pool of `readers` takes this many (an odd pool fills its last block). */
+export function readersInWholeBlocks(readers: number): number {
+  return Math.ceil(readers / SLOTS_PER_BLOCK) * SLOTS_PER_BLOCK;
+}
 export const DEFAULT_FRIENDLY_NAME = 'TPM Virtual Smart Card';
 /** Where Debian's vsmartcard-vpcd installs the driver when dpkg cannot tell. */
 export const STOCK_DRIVER_PATH = '/usr/lib/pcsc/drivers/serial/libifdvpcd.so';
@@ -283,8 +288,8 @@ export async function registerReaders(options: RegisterReadersOptions): Promise<
   if (!Number.isInteger(requested) || requested < 1 || requested > MAX_READER_COUNT) {
     throw badRequest(`readers must be an integer 1..${MAX_READER_COUNT}, not ${String(requested)}`);
   }
-  const blocks = Math.ceil(requested / SLOTS_PER_BLOCK);
-  const readers = blocks * SLOTS_PER_BLOCK;
+  const readers = readersInWholeBlocks(requested);
+  const blocks = readers / SLOTS_PER_BLOCK;
   const basePort = options.basePort ?? DEFAULT_BASE_PORT;
   checkBasePort(basePort, readers);
   const friendlyName = options.friendlyName ?? DEFAULT_FRIENDLY_NAME;

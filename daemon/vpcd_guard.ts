@@ -39,7 +39,7 @@ import { access, constants, readFile, readlink, writeFile } from 'node:fs/promis
 import { promisify } from 'node:util';
 
 import { TpmvscError } from '../common/errors.js';
-import { SLOTS_PER_BLOCK } from './reader_config.js';
+import { readersInWholeBlocks } from './reader_config.js';
 
 /** The reader ports of a pool: every port of every block of two, first..last inclusive. */
 export interface VpcdPortRange {
@@ -63,8 +63,7 @@ const SYSCTL = '/proc/sys/net/ipv4';
 
 /** vpcd listens on both ports of every block: pools of an odd size still open the last block's second port. */
 export function readerPortRange(basePort: number, readers: number): VpcdPortRange {
-  const blocks = Math.ceil(readers / SLOTS_PER_BLOCK);
-  return { first: basePort, last: Math.min(65535, basePort + blocks * SLOTS_PER_BLOCK - 1) };
+  return { first: basePort, last: Math.min(65535, basePort + readersInWholeBlocks(readers) - 1) };
 }
 
 export function describeRange(range: VpcdPortRange): string {

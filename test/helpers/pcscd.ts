@@ -24,7 +24,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
-import { registerReaders, readerName as poolReaderName, SLOTS_PER_BLOCK, type ReaderNaming } from '../../daemon/reader_config.js';
+import { registerReaders, readerName as poolReaderName, readersInWholeBlocks, type ReaderNaming } from '../../daemon/reader_config.js';
 import { guardTableName, readerPortRange } from '../../daemon/vpcd_guard.js';
 import { NamespaceShell } from './namespace_shell.js';
 
@@ -318,8 +318,7 @@ class PcscdHarness implements PcscdInstance {
  */
 export async function startPcscd(options: StartPcscdOptions = {}): Promise<PcscdInstance> {
   const friendlyName = options.friendlyName ?? 'tpmvsc test';
-  const blocks = Math.ceil((options.readers ?? 2) / SLOTS_PER_BLOCK);
-  const readers = blocks * SLOTS_PER_BLOCK;
+  const readers = readersInWholeBlocks(options.readers ?? 2);
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
   const tempDir = await mkdtemp(path.join(os.tmpdir(), 'tpmvsc-pcscd-'));
   let harness: PcscdHarness | null = null;
